@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mtl_course import metrics, models, runtime, training
+
+
+def test_mlp_shapes_and_parts():
+    net = models.MLP(1, (40, 40), 1)
+    assert net(torch.zeros(7, 1)).shape == (7, 1)
+    assert models.count_parameters(net) == 1 * 40 + 40 + 40 * 40 + 40 + 40 + 1
+    assert isinstance(net.head, nn.Linear) and net.feature_dim == 40
+    with pytest.raises(ValueError, match="positive"):
+        models.MLP(0, (4,), 1)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer", "batch", "none"])
+def test_conv4_features(norm):
+    net = models.Conv4(1, 64, out_features=5, norm=norm)
+    assert net.feature_dim == 64
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 5)
+    assert models.Conv4(3, 32, image_size=84).feature_dim == 32 * 5 * 5
+
+
+def test_conv4_rejects_wrong_input():
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 1, H, W\)"):
+        models.Conv4(1)(torch.zeros(3, 28, 28))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        models.Conv4(1, norm="weird")
+
+
+def test_functional_forward_matches_module_and_uses_given_params():
+    torch.manual_seed(0)
+    net = models.Conv4(1, 16, out_features=3)
+    x = torch.randn(4, 1, 28, 28)
+    params = models.params_of(net)
+    assert torch.allclose(models.functional_forward(net, params, x), net(x))
+    zero_head = {"head.weight": torch.zeros_like(net.head.weight), "head.bias": torch.ones(3)}
+    assert torch.equal(models.functional_forward(net, zero_head, x), torch.ones(4, 3))
+    assert torch.equal(net.head.bias, params["head.bias"])  # the module itself is untouched
+
+
+def test_replace_head():
+    net = models.replace_head(models.MLP(4, (8,), 3), 6)
+    assert net(torch.zeros(2, 4)).shape == (2, 6)
+
+
+def _blobs(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    X = torch.randn(n, 2, generator=g) * 0.3 + torch.tensor([[0, 0], [3, 0], [0, 3]])[y]
+    return X, y
+
+
+def test_fit_learns_and_records_history():
+    runtime.seed_everything(0)
+    net = models.MLP(2, (16,), 3)
+    history = training.fit(net, _blobs(), _blobs(seed=1), num_epochs=15, lr=1e-2)
+    assert len(history.train_loss) == len(history.val_metric) == 15
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert training.evaluate(net, _blobs(seed=2))[1] > 0.95
+
+
+def test_fit_restores_best_weights_and_stops_early():
+    runtime.seed_everything(0)
+    net = models.MLP(2, (16,), 3)
+    # a validation set whose labels are rotated gets worse as training succeeds
+    X, y = _blobs(seed=1)
+    history = training.fit(net, _blobs(), (X, (y + 1) % 3), num_epochs=30, lr=1e-2, patience=3)
+    assert history.stopped_early and len(history.val_metric) < 30
+    restored = training.evaluate(net, (X, (y + 1) % 3))[1]
+    assert restored == pytest.approx(max(history.val_metric))
+
+
+def test_fit_keeps_frozen_parameters_frozen():
+    runtime.seed_everything(0)
+    net = models.MLP(2, (16,), 3)
+    for p in net.body.parameters():
+        p.requires_grad_(False)
+    before = [p.clone() for p in net.body.parameters()]
+    training.fit(net, _blobs(), num_epochs=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.body.parameters()))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        training.fit(net, _blobs(), num_epochs=1)
+
+
+def test_fit_is_reproducible():
+    def run():
+        runtime.seed_everything(0)
+        net = models.MLP(2, (16,), 3)
+        return training.fit(net, _blobs(), num_epochs=3).train_loss
+
+    assert run() == run()
+
+
+def test_fit_validates_input():
+    net = models.MLP(2, (4,), 3)
+    with pytest.raises(ValueError, match="must match"):
+        training.fit(net, (torch.zeros(5, 2), torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(TypeError, match="expected \\(X, y\\)"):
+        training.fit(net, [1, 2, 3])
+    with pytest.raises(ValueError, match="num_epochs"):
+        training.fit(net, _blobs(), num_epochs=0)
+
+
+def test_predict_matches_forward():
+    net = models.MLP(2, (4,), 3)
+    X = torch.randn(1100, 2)
+    with torch.no_grad():
+        assert torch.allclose(training.predict(net, X), net(X))
+
+
+def test_metrics():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]])
+    assert metrics.accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    mean, half = metrics.mean_confidence_interval([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and half == pytest.approx(1.959964 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
+    assert metrics.transfer_gain(0.8, 0.7) == pytest.approx(0.1)
+    R = np.array([[0.9, 0.1, 0.0], [0.5, 0.9, 0.1], [0.3, 0.7, 0.95]])
+    assert metrics.backward_transfer(R) == pytest.approx(((0.3 - 0.9) + (0.7 - 0.9)) / 2)
+    with pytest.raises(ValueError, match="square"):
+        metrics.backward_transfer(np.zeros((2, 3)))
