@@ -31,7 +31,7 @@ test-unit: setup
 	$(PY) -m pytest tests
 
 test-notebooks: setup
-	$(PY) -m pytest --nbval --sanitize-with tests/nbval_sanitize.cfg book solutions
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg book solutions
 
 # The test build uses the outputs stored in the notebooks (strict nbval has
 # just proved them current); `make book` executes every chapter afresh.

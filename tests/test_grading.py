@@ -1,0 +1,336 @@
+"""The grading pipeline on tiny fixture notebooks: generate, check-sync, execute, grade."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat import NotebookNode
+
+from mtl_course.grading import (
+    GradingError,
+    OverwriteRefusedError,
+    SolutionMarkerError,
+    check_sync,
+    find_checks,
+    generate_exercise,
+    generate_exercises,
+    grade_notebook,
+    read_notebook,
+    write_notebook,
+)
+from mtl_course.grading.__main__ import main
+
+SOLUTION_SOURCE = '''\
+def clip_add(a, b, limit):
+    """a + b, clipped to [-limit, limit]."""
+    ### BEGIN SOLUTION
+    total = a + b
+    ### END SOLUTION
+    if abs(total) > limit:
+        ### BEGIN SOLUTION: clip total to the limit
+        total = limit if total > 0 else -limit
+        ### END SOLUTION
+    return total'''
+WRONG_SOURCE = '''\
+def clip_add(a, b, limit):
+    return a + b  # forgets to clip'''
+CHECK_ADDS = '# CHECK: adds\nassert clip_add(1, 2, 10) == 3, "clip_add(1, 2, 10) should be 3"'
+CHECK_CLIPS = '# CHECK: clips\nassert clip_add(8, 5, 10) == 10, "clip_add(8, 5, 10) should be clipped to 10"'
+BADGE = "[Open in Colab](https://colab.research.google.com/github/o/r/blob/main/{}/tiny.ipynb)"
+MENTION = "The reference answer is solutions/tiny.ipynb."
+
+
+def make_solution() -> NotebookNode:
+    """A solution notebook: a badge, a function with two solution blocks, two check cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    solution = nbformat.v4.new_code_cell(SOLUTION_SOURCE, execution_count=1)
+    solution.outputs = [nbformat.v4.new_output("stream", name="stdout", text="defined\n")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# Tiny exercise\n{BADGE.format('solutions')}\n{MENTION}"),
+        solution,
+        nbformat.v4.new_code_cell(CHECK_ADDS, execution_count=2),
+        nbformat.v4.new_code_cell(CHECK_CLIPS, execution_count=3),
+    ]
+    return nb
+
+
+def with_cell_source(nb: NotebookNode, index: int, source: str) -> NotebookNode:
+    """A copy of ``nb`` whose cell ``index`` holds ``source``."""
+    nb = nbformat.from_dict(nb)
+    nb.cells[index].source = source
+    return nb
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """``solutions/tiny.ipynb`` and an empty ``exercises/`` next to it."""
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    write_notebook(make_solution(), solutions / "tiny.ipynb")
+    return solutions, exercises
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``python -m mtl_course.grading ARGS`` in-process; return (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(arg) for arg in args])
+    return status, out.getvalue(), err.getvalue()
+
+
+# --- generation -------------------------------------------------------------
+
+
+def test_generated_exercise_has_todos_and_no_solution() -> None:
+    solution = make_solution()
+    exercise = generate_exercise(solution)
+    source = exercise.cells[1].source
+    assert source.splitlines()[2:4] == [
+        "    # TODO: write your code here, replacing the `raise` line below.",
+        '    raise NotImplementedError("Exercise: complete the TODO in `clip_add`.")',
+    ]
+    assert "        # TODO: clip total to the limit" in source.splitlines()
+    compile(source, "exercise cell", "exec")  # still valid Python
+    text = nbformat.writes(exercise)
+    assert "total = a + b" not in text and "limit if total" not in text and "SOLUTION" not in text
+    assert all(not c.outputs and c.execution_count is None for c in exercise.cells if c.cell_type == "code")
+    assert [c.source for c in exercise.cells[2:]] == [CHECK_ADDS, CHECK_CLIPS]
+    assert find_checks(exercise) == find_checks(solution)
+    assert [check.check_id for check in find_checks(exercise)] == ["adds", "clips"]
+    assert solution.cells[1].source == SOLUTION_SOURCE, "the solution itself must not change"
+
+
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        ("### BEGIN SOLUTION\nx = 1", "without a matching"),
+        ("x = 1\n### END SOLUTION", "without a BEGIN"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
+    ],
+)
+def test_unpaired_solution_markers_are_reported(source: str, problem: str) -> None:
+    nb = with_cell_source(make_solution(), 1, source)
+    with pytest.raises(SolutionMarkerError, match=f"cell 1.*{problem}"):
+        generate_exercise(nb)
+
+
+def test_check_cell_may_not_hold_a_solution() -> None:
+    nb = with_cell_source(make_solution(), 2, CHECK_ADDS + "\n### BEGIN SOLUTION\n### END SOLUTION")
+    with pytest.raises(SolutionMarkerError, match="cell 2 is a check cell"):
+        generate_exercise(nb)
+
+
+def test_check_ids_must_be_unique_in_a_solution() -> None:
+    nb = with_cell_source(make_solution(), 3, CHECK_ADDS)
+    with pytest.raises(GradingError, match="cell 3: check id 'adds' is used twice"):
+        generate_exercise(nb)
+
+
+def test_generate_writes_exercises_and_rewrites_the_badge(folders: tuple[Path, Path]) -> None:
+    solutions, exercises = folders
+    status, out, _ = run_cli("generate", "--solutions", solutions, "--exercises", exercises)
+    assert status == 0 and f"wrote: {exercises / 'tiny.ipynb'}" in out
+    exercise = read_notebook(exercises / "tiny.ipynb")
+    assert exercise.cells[0].source == f"# Tiny exercise\n{BADGE.format('exercises')}\n{MENTION}"
+    status, out, _ = run_cli("generate", "--solutions", solutions, "--exercises", exercises)
+    assert status == 0 and "up to date" in out
+
+
+def test_generate_refuses_to_overwrite_an_edited_exercise(folders: tuple[Path, Path]) -> None:
+    solutions, exercises = folders
+    generate_exercises(solutions, exercises)
+    exercise_path = exercises / "tiny.ipynb"
+    edited = with_cell_source(read_notebook(exercise_path), 1, "def clip_add(a, b, limit):\n    return 0")
+    write_notebook(edited, exercise_path)
+    before = exercise_path.read_bytes()
+
+    with pytest.raises(OverwriteRefusedError, match="tiny.ipynb was edited"):
+        generate_exercises(solutions, exercises)
+    status, _, err = run_cli("generate", "--solutions", solutions, "--exercises", exercises)
+    assert status == 1 and str(exercise_path) in err and "--force" in err
+    assert exercise_path.read_bytes() == before, "a refused run must not touch the file"
+
+    generate_exercises(solutions, exercises, force=True)
+    assert "return 0" not in exercise_path.read_text()
+
+
+def test_generate_refuses_a_file_it_did_not_write(folders: tuple[Path, Path]) -> None:
+    solutions, exercises = folders
+    exercises.mkdir()
+    write_notebook(nbformat.v4.new_notebook(), exercises / "tiny.ipynb")
+    with pytest.raises(OverwriteRefusedError, match="no generator hash"):
+        generate_exercises(solutions, exercises)
+
+
+def test_generate_overwrites_an_exercise_that_was_only_run(folders: tuple[Path, Path]) -> None:
+    solutions, exercises = folders
+    generate_exercises(solutions, exercises)
+    exercise_path = exercises / "tiny.ipynb"
+    ran = read_notebook(exercise_path)
+    ran.cells[1].execution_count = 1
+    write_notebook(ran, exercise_path)
+    write_notebook(with_cell_source(make_solution(), 0, "# Renamed"), solutions / "tiny.ipynb")
+    written = generate_exercises(solutions, exercises)
+    assert [(w.path, w.changed) for w in written] == [(exercise_path, True)]
+    assert read_notebook(exercise_path).cells[0].source == "# Renamed"
+
+
+def test_check_sync_detects_missing_stale_and_extra(folders: tuple[Path, Path]) -> None:
+    solutions, exercises = folders
+    exercises.mkdir()
+    assert check_sync(solutions, exercises) == [f"missing: {exercises / 'tiny.ipynb'}"]
+
+    generate_exercises(solutions, exercises)
+    assert check_sync(solutions, exercises) == []
+    assert run_cli("check-sync", "--solutions", solutions, "--exercises", exercises)[0] == 0
+
+    write_notebook(with_cell_source(make_solution(), 2, CHECK_ADDS + "  # changed"), solutions / "tiny.ipynb")
+    write_notebook(nbformat.v4.new_notebook(), exercises / "orphan.ipynb")
+    problems = check_sync(solutions, exercises)
+    assert problems[0] == f"stale:   {exercises / 'tiny.ipynb'}"
+    assert problems[1].startswith(f"extra:   {exercises / 'orphan.ipynb'}")
+    status, _, err = run_cli("check-sync", "--solutions", solutions, "--exercises", exercises)
+    assert status == 1 and "orphan.ipynb" in err and "tiny.ipynb" in err
+
+
+# --- execution in place ---------------------------------------------------------
+
+
+def test_execute_writes_outputs_from_the_notebook_folder(tmp_path: Path) -> None:
+    path = tmp_path / "chapter" / "nb.ipynb"
+    path.parent.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.path.basename(os.getcwd()), 6 * 7)")]
+    write_notebook(nb, path)
+    assert run_cli("execute", path)[0] == 0
+    outputs = read_notebook(path).cells[0].outputs
+    assert [o.get("text") for o in outputs] == ["chapter 42\n"]
+
+
+def test_execute_refuses_a_failing_notebook(tmp_path: Path) -> None:
+    path = tmp_path / "nb.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("text"), nbformat.v4.new_code_cell("x = 1 / 0")]
+    write_notebook(nb, path)
+    before = path.read_bytes()
+    status, _, err = run_cli("execute", path)
+    assert status == 1 and "cell 1 ('x = 1 / 0') failed" in err and "ZeroDivisionError" in err
+    assert path.read_bytes() == before
+
+
+# --- grading ----------------------------------------------------------------------
+
+
+def make_submissions(root: Path) -> dict[str, bytes]:
+    """Write one submission per case; return the bytes of each file, to prove none changes."""
+    solution = make_solution()
+    blank = generate_exercise(solution)
+    crashed = nbformat.from_dict(solution)
+    crashed.cells.insert(2, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    deleted = nbformat.from_dict(solution)
+    del deleted.cells[3]
+    cases = {
+        "alice/tiny.ipynb": solution,
+        "bob/tiny.ipynb": blank,
+        "carol/tiny.ipynb": with_cell_source(blank, 1, WRONG_SOURCE),
+        "dan/tiny.ipynb": deleted,
+        "erin/tiny.ipynb": crashed,
+        "alice/.ipynb_checkpoints/tiny-checkpoint.ipynb": blank,  # skipped: hidden folder
+    }
+    for name, nb in cases.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_notebook(nb, root / name)
+    (root / "frank").mkdir()
+    (root / "frank" / "tiny.ipynb").write_text("this is not a notebook")
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*.ipynb")}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run ``grade`` once over all the fixture submissions."""
+    root = tmp_path_factory.mktemp("submissions")
+    files = make_submissions(root)
+    out = root.parent / "grades.csv"
+    status, stdout, stderr = run_cli("grade", root, "--out", out)
+    with open(out, newline="") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    return {"root": root, "files": files, "status": status, "stdout": stdout, "stderr": stderr, "rows": rows}
+
+
+@pytest.mark.parametrize(
+    "submission, adds, clips, passed",
+    [
+        ("alice/tiny.ipynb", "pass", "pass", "2"),
+        ("bob/tiny.ipynb", "fail", "fail", "0"),
+        ("carol/tiny.ipynb", "pass", "fail", "1"),
+        ("dan/tiny.ipynb", "pass", "missing", "1"),
+        ("erin/tiny.ipynb", "fail", "fail", "0"),
+    ],
+)
+def test_gradebook_records_each_check(
+    graded: dict, submission: str, adds: str, clips: str, passed: str
+) -> None:
+    row = graded["rows"][submission]
+    assert (row["notebook"], row["adds"], row["clips"], row["passed"], row["total"]) == (
+        "tiny.ipynb", adds, clips, passed, "2"
+    )
+
+
+def test_gradebook_columns_and_skipped_files(graded: dict) -> None:
+    assert graded["status"] == 0
+    assert list(next(iter(graded["rows"].values()))) == [
+        "submission", "notebook", "adds", "clips", "passed", "total", "error"
+    ]
+    students = ("alice", "bob", "carol", "dan", "erin", "frank")  # not the .ipynb_checkpoints copy
+    assert sorted(graded["rows"]) == [f"{student}/tiny.ipynb" for student in students]
+
+
+def test_kernel_death_is_a_failure_with_a_reason(graded: dict) -> None:
+    assert "kernel died in cell 2" in graded["rows"]["erin/tiny.ipynb"]["error"]
+
+
+def test_invalid_notebook_is_reported_not_fatal(graded: dict) -> None:
+    row = graded["rows"]["frank/tiny.ipynb"]
+    assert "not a valid Jupyter notebook" in row["error"]
+    assert (row["adds"], row["clips"], row["passed"], row["total"]) == ("", "", "0", "2")
+    assert "frank/tiny.ipynb: not a valid Jupyter notebook" in graded["stderr"]
+
+
+def test_grading_never_modifies_submissions(graded: dict) -> None:
+    root = graded["root"]
+    assert {name: (root / name).read_bytes() for name in graded["files"]} == graded["files"]
+
+
+def test_summary_table_is_printed(graded: dict) -> None:
+    lines = graded["stdout"].splitlines()
+    assert any(line.split()[:2] == ["carol/tiny.ipynb", "1/2"] for line in lines if line.strip())
+    assert any(line.split() == ["clips", "1/6"] for line in lines)
+
+
+def test_timed_out_cell_fails_later_checks(tmp_path: Path) -> None:
+    nb = make_solution()
+    nb.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(60)"))
+    write_notebook(nb, tmp_path / "slow.ipynb")
+    assert grade_notebook(tmp_path / "slow.ipynb", timeout=2) == {"adds": False, "clips": False}
+
+
+def test_nbval_lax_agrees_with_the_grader(graded: dict) -> None:
+    """`pytest --nbval-lax` fails exactly the check cells that the grader fails."""
+    path = graded["root"] / "carol" / "tiny.ipynb"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-rA", path.name],
+        cwd=path.parent, capture_output=True, text=True, timeout=300,
+    )
+    nb = read_notebook(path)
+    code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    for check in find_checks(nb):
+        item = f"{path.name}::Cell {code_cells.index(check.cell_index)}"
+        verdict = "PASSED" if graded["rows"]["carol/tiny.ipynb"][check.check_id] == "pass" else "FAILED"
+        assert f"{verdict} {item}" in result.stdout, result.stdout
