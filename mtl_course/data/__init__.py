@@ -9,10 +9,30 @@ from .episodes import (
     split_examples,
     stack_episodes,
 )
+from .benchmarks import (
+    Benchmark,
+    DatasetNotFoundError,
+    load_cifar_fs,
+    load_fc100,
+    load_mini_imagenet,
+    load_omniglot,
+)
 from .digits import load_digits, permute_pixels
+from .glyphs import glyph_alphabets, glyph_faces, glyph_stats, load_glyphs, render_glyph
 from .sinusoid import SineTask, SinusoidTasks
 
 __all__ = [
+    "Benchmark",
+    "DatasetNotFoundError",
+    "glyph_alphabets",
+    "glyph_faces",
+    "glyph_stats",
+    "load_cifar_fs",
+    "load_fc100",
+    "load_glyphs",
+    "load_mini_imagenet",
+    "load_omniglot",
+    "render_glyph",
     "ClassSplit",
     "Episode",
     "EpisodeSampler",
