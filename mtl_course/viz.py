@@ -67,6 +67,17 @@ def show_episode(episode: Episode, class_names: Sequence[str] | None = None, max
     return fig
 
 
+def _finish_axes(ax, xlabel: str, ylabel: str, title: str | None):
+    """Axis labels, title, light grid and legend: the common dress of every line plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
 def plot_curves(
     curves: Mapping[str, Sequence[float]],
     xlabel: str = "epoch",
@@ -81,13 +92,7 @@ def plot_curves(
     for name, ys in curves.items():
         xs = x if x is not None else np.arange(1, len(ys) + 1)
         ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
+    return _finish_axes(ax, xlabel, ylabel, title)
 
 
 def plot_with_ci(
@@ -105,10 +110,4 @@ def plot_with_ci(
         mean, half = np.asarray(mean), np.asarray(half)
         ax.plot(x, mean, marker="o", markersize=3, label=name)
         ax.fill_between(x, mean - half, mean + half, alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
+    return _finish_axes(ax, xlabel, ylabel, title)
