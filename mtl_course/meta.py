@@ -576,7 +576,7 @@ def meta_train(
 
 
 # --------------------------------------------------------------------------------------
-# Sinusoid adaptation, and its interactive explorer
+# Adapted curves (drawn by viz.plot_sinusoid_adaptation and widgets.sinusoid_explorer)
 # --------------------------------------------------------------------------------------
 
 def adapted_predictions(
@@ -598,58 +598,3 @@ def adapted_predictions(
             phi = adapt(model, params, support_X, support_y, loss_fn, inner_lr, n, first_order=True)
             curves[n] = functional_forward(model, phi, x).squeeze(-1).cpu()
     return curves
-
-
-def plot_sinusoid_adaptation(ax, models_: dict[str, nn.Module], task, support_X: torch.Tensor,
-                             support_y: torch.Tensor, steps: int | Sequence[int], inner_lr: float | dict[str, float],
-                             x_range: tuple[float, float] = (-5.0, 5.0)):
-    """Draw a sinusoid task, its K support points and each model's curve after each number of ``steps``.
-
-    The static figure of :func:`sinusoid_explorer`; ``inner_lr`` may give one step size per model name.
-    """
-    steps = [steps] if isinstance(steps, int) else list(steps)
-    x = torch.linspace(*x_range, 200).unsqueeze(1)
-    ax.plot(x.squeeze(1), task(x).squeeze(1), color="black", linewidth=2, label="true task")
-    ax.scatter(support_X.squeeze(1).cpu(), support_y.squeeze(1).cpu(), color="black", zorder=3,
-               label=f"K={len(support_X)} support points")
-    for i, (name, net) in enumerate(models_.items()):
-        lr = inner_lr[name] if isinstance(inner_lr, dict) else inner_lr
-        curves = adapted_predictions(net, support_X, support_y, x, steps, lr)
-        for j, n in enumerate(steps):
-            ax.plot(x.squeeze(1), curves[n], color=f"C{i * len(steps) + j}", linestyle="--",
-                    label=f"{name}, {n} step(s)")
-    ax.set(xlabel="x", ylabel="y", title=f"task A={task.amplitude:.2f}, phase={task.phase:.2f}")
-    ax.legend(fontsize=8, loc="lower left")
-    return ax
-
-
-def sinusoid_explorer(models_: dict[str, nn.Module], inner_lr: float | dict[str, float], max_steps: int = 20,
-                      seed: int = 0):
-    """Interactive explorer (ipywidgets): pick a sinusoid task, K and the number of inner steps.
-
-    Shows the models' adapted curves next to the true task. Needs ``ipywidgets``
-    (``pip install ipywidgets``); the book shows a static figure made with
-    :func:`plot_sinusoid_adaptation` instead.
-    """
-    try:
-        import ipywidgets as widgets
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("sinusoid_explorer needs ipywidgets: pip install ipywidgets") from error
-    import matplotlib.pyplot as plt
-
-    from .data import SineTask, SinusoidTasks
-
-    def show(amplitude: float, phase: float, k_shot: int, num_steps: int):
-        task = SineTask(amplitude, phase)
-        episode = SinusoidTasks(seed=seed).sample_episode(k_shot, 0, task=task)
-        _, ax = plt.subplots(figsize=(7, 3.5))
-        plot_sinusoid_adaptation(ax, models_, task, episode.support_X, episode.support_y, num_steps, inner_lr)
-        plt.show()
-
-    return widgets.interact(
-        show,
-        amplitude=widgets.FloatSlider(value=3.0, min=0.1, max=5.0, step=0.1, description="amplitude"),
-        phase=widgets.FloatSlider(value=1.0, min=0.0, max=math.pi, step=0.05, description="phase"),
-        k_shot=widgets.IntSlider(value=10, min=1, max=40, description="K"),
-        num_steps=widgets.IntSlider(value=1, min=0, max=max_steps, description="inner steps"),
-    )

@@ -26,12 +26,13 @@ All of them train with :func:`mtl_course.training.fit`, passing it an optimizer
 built from per-block parameter groups (:func:`layerwise_param_groups`).
 :func:`linear_cka` measures how far fine-tuning moved the features, and
 :func:`source_model` pre-trains (once, then from a cache) the Conv-4 source
-model that every experiment of Chapter 2 starts from.
+model that every experiment of Chapter 2 starts from; :func:`resnet18_lp_ft` runs LP-FT
+on torchvision's ImageNet ResNet-18 (``full`` profile, internet needed). The plots and the
+explorer of Chapter 2 live in :mod:`mtl_course.viz` and :mod:`mtl_course.widgets`.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import pickle
 import tempfile
@@ -623,6 +624,10 @@ class BlockBackbone(nn.Module):
         return self.head(self.features(x))
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Pre-trained weights could not be downloaded (no internet): run that part where there is internet."""
+
+
 def resnet18_backbone(num_classes: int, pretrained: bool = True, image_size: int = 112) -> BlockBackbone:
     """torchvision's ResNet-18 as a :class:`BlockBackbone`: four residual stages as blocks, a new head.
 
@@ -639,7 +644,7 @@ def resnet18_backbone(num_classes: int, pretrained: bool = True, image_size: int
     try:
         net = resnet18(weights=weights)
     except (OSError, RuntimeError) as error:
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             "could not download the ImageNet weights of ResNet-18 (no internet?). Run this part in the "
             "'full' profile on a machine with internet, e.g. Colab, or pass pretrained=False."
         ) from error
@@ -648,63 +653,25 @@ def resnet18_backbone(num_classes: int, pretrained: bool = True, image_size: int
                          net.fc.in_features, num_classes)
 
 
-# ---------------------------------------------------------------------------
-# Plots and the widget: target examples per class -> curves of each strategy
-# ---------------------------------------------------------------------------
+def resnet18_lp_ft(train, val, num_classes: int, *, pretrained: bool = True, image_size: int = 112,
+                   lp_lr: float = 1e-2, ft_lr: float = 1e-4, lp_epochs: int = 5, ft_epochs: int = 5,
+                   device: torch.device | str | None = None,
+                   **fit_kwargs: Any) -> tuple[BlockBackbone, training.History, training.History]:
+    """Chapter 2's ImageNet example: LP-FT (:func:`lp_ft`) of torchvision's ResNet-18 on a target task.
 
-Curves = Mapping[int, Mapping[str, Sequence[float]]]
-
-
-def plot_strategy_curves(curves: Curves, k: int, ax=None, ylim: tuple[float, float] = (0.0, 1.0)):
-    """Validation accuracy per epoch of each strategy trained with ``k`` target examples per class."""
-    import matplotlib.pyplot as plt
-
-    if k not in curves:
-        raise ValueError(f"no curves for {k} examples per class; choose one of {sorted(curves)}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
-    for name, values in curves[k].items():
-        ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2, label=name)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", ylim=ylim, title=f"{k} target example(s) per class")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_strategy_grid(curves: Curves, ncols: int = 4):
-    """The static version of :func:`explore_strategies`: one panel per target size."""
-    import matplotlib.pyplot as plt
-
-    sizes = sorted(curves)
-    ncols = min(ncols, len(sizes))
-    nrows = math.ceil(len(sizes) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
-    for ax, k in zip(axes.flat, sizes):
-        plot_strategy_curves(curves, k, ax=ax)
-    for ax in list(axes.flat)[len(sizes) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def explore_strategies(curves: Curves):
-    """Widget: pick the number of target examples per class, see each strategy's validation curve.
-
-    ``curves[k][strategy]`` is a list of validation accuracies per epoch, computed
-    beforehand (the widget only selects and plots).
+    The network is built by :func:`resnet18_backbone` with a fresh ``num_classes``
+    head and moved to ``device`` (default :func:`runtime.get_device`); the data
+    stay where they are and :func:`training.fit` moves each batch. With
+    ``pretrained=True`` the ImageNet weights are downloaded on first use and
+    :class:`WeightsUnavailableError` is raised where there is no internet;
+    ``pretrained=False`` runs the same steps from random weights (for tests).
+    Returns the tuned model and the histories of both phases.
     """
-    try:
-        import ipywidgets
-    except ImportError as error:
-        raise ImportError("explore_strategies needs ipywidgets: pip install ipywidgets") from error
-    import matplotlib.pyplot as plt
-
-    def show(k: int) -> None:
-        plot_strategy_curves(curves, k)
-        plt.show()
-
-    slider = ipywidgets.SelectionSlider(options=sorted(curves), description="k per class")
-    return ipywidgets.interact(show, k=slider)
+    device = torch.device(device) if device is not None else runtime.get_device()
+    model = resnet18_backbone(num_classes, pretrained=pretrained, image_size=image_size).to(device)
+    probe, tune = lp_ft(model, train, val, lp_lr=lp_lr, ft_lr=ft_lr, lp_epochs=lp_epochs, ft_epochs=ft_epochs,
+                        **fit_kwargs)
+    return model, probe, tune
 
 
 __all__ = [
@@ -715,10 +682,10 @@ __all__ = [
     "SourceModel",
     "Stage",
     "ULMFIT_FACTOR",
+    "WeightsUnavailableError",
     "align_features",
     "blocks_of",
     "discriminative_lrs",
-    "explore_strategies",
     "extract_features",
     "feature_cka",
     "fine_tune",
@@ -730,11 +697,10 @@ __all__ = [
     "linear_cka",
     "linear_probe",
     "lp_ft",
-    "plot_strategy_curves",
-    "plot_strategy_grid",
     "pretrain_source_model",
     "reinit_head",
     "resnet18_backbone",
+    "resnet18_lp_ft",
     "source_classes",
     "source_model",
     "source_model_path",

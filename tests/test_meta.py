@@ -396,7 +396,7 @@ def test_graph_memory_grows_with_inner_steps_for_maml_only():
 
 
 # --------------------------------------------------------------------------------------
-# Sinusoid curves and the explorer
+# Adapted sinusoid curves (plotted in tests/test_viz_meta.py)
 # --------------------------------------------------------------------------------------
 
 def test_adapted_predictions_follow_the_inner_loop():
@@ -406,21 +406,3 @@ def test_adapted_predictions_follow_the_inner_loop():
     assert torch.allclose(curves[0], model(x).squeeze(1).detach())
     phi = sgd_by_hand(model, dict(model.named_parameters()), ep.support_X, ep.support_y, F.mse_loss, 0.05, 3)
     assert torch.allclose(curves[3], torch.func.functional_call(model, phi, (x,)).squeeze(1).detach())
-
-
-def test_sinusoid_plot_and_explorer_run(monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    monkeypatch.setattr(plt, "show", lambda: None)
-    model = models.MLP(1, (8,), 1)
-    ep = SinusoidTasks(seed=0).sample_episode(5, 0)
-    _, ax = plt.subplots()
-    meta.plot_sinusoid_adaptation(ax, {"a": model}, ep.info["task"], ep.support_X, ep.support_y, [0, 2], 0.01)
-    assert len(ax.lines) == 3  # the task and two adapted curves
-    plt.close("all")
-    pytest.importorskip("ipywidgets")
-    assert callable(meta.sinusoid_explorer({"a": model}, inner_lr=0.01))
-    plt.close("all")

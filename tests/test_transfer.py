@@ -346,9 +346,35 @@ def test_resnet18_backbone_has_the_block_shape():
     assert _changed_layers(net, before) == {"block4"}
 
 
-def test_strategy_plots():
-    curves = {1: {"scratch": [0.1, 0.2], "fine-tune": [0.3, 0.5]}, 5: {"scratch": [0.2, 0.4], "fine-tune": [0.6, 0.7]}}
-    fig = transfer.plot_strategy_grid(curves)
-    assert len([ax for ax in fig.axes if ax.lines]) == 2
-    with pytest.raises(ValueError, match="choose one of"):
-        transfer.plot_strategy_curves(curves, 3)
+def test_resnet18_lp_ft_runs_both_phases_without_a_download(monkeypatch):
+    """The logic of the chapter's ImageNet example, with random weights (weights=None: nothing is downloaded)."""
+    pytest.importorskip("torchvision")
+    import torchvision.models
+
+    calls = []
+    original = torchvision.models.resnet18
+    monkeypatch.setattr(torchvision.models, "resnet18",
+                        lambda weights=None: calls.append(weights) or original(weights=weights))
+    runtime.seed_everything(0)
+    data = _images(n_classes=3, per_class=4)
+    model, probe, tune = transfer.resnet18_lp_ft(data, data, 3, pretrained=False, image_size=32, lp_epochs=2,
+                                                 ft_epochs=1, batch_size=6, device="cpu")
+    assert calls == [None], "pretrained=False must build the network with weights=None"
+    assert isinstance(model, transfer.BlockBackbone) and model.head.out_features == 3
+    assert len(probe.val_metric) == 2 and len(tune.val_metric) == 1, "a probing phase, then a fine-tuning phase"
+    assert all(p.requires_grad for p in model.parameters()), "the fine-tuning phase trains every block"
+    assert model(data.X[:2]).shape == (2, 3)
+
+
+def test_resnet18_without_internet_says_what_to_do(monkeypatch):
+    pytest.importorskip("torchvision")
+    import urllib.error
+
+    import torchvision.models
+
+    def offline(weights=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models, "resnet18", offline)
+    with pytest.raises(transfer.WeightsUnavailableError, match="full"):
+        transfer.resnet18_lp_ft(_images(), _images(), 4, pretrained=True, device="cpu")
