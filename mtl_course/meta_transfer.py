@@ -643,28 +643,3 @@ def plot_representation_comparison(ax, rows: Sequence[dict], delta: float):
            title=f"δ = {delta}")
     ax.legend()
     return ax
-
-
-def representation_explorer(ns: Sequence[int] = (10, 20, 40, 80, 160)):
-    """Interactive explorer (ipywidgets) of Chapter 6: pick ``δ``, ``d`` and ``k``, see the three learners' risks.
-
-    Needs ``ipywidgets``; the book shows a static figure instead.
-    """
-    try:
-        import ipywidgets as widgets
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("representation_explorer needs ipywidgets: pip install ipywidgets") from error
-    import matplotlib.pyplot as plt
-
-    def show(delta: float, d: int, k: int):
-        rows = compare_representations([delta], [n for n in ns if n > k], d=d, k=k, num_target=20)
-        _, ax = plt.subplots(figsize=(6, 3.5))
-        plot_representation_comparison(ax, rows, delta)
-        plt.show()
-
-    return widgets.interact(
-        show,
-        delta=widgets.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.05, description="δ"),
-        d=widgets.IntSlider(value=40, min=10, max=80, step=5, description="d"),
-        k=widgets.IntSlider(value=4, min=1, max=8, description="k"),
-    )

@@ -31,7 +31,7 @@ from .gradients import (
     task_gradient_matrix,
     write_gradient,
 )
-from .toy import TOY_STARTS, plot_toy, run_toy, toy_explorer, toy_gradients, toy_landscape, toy_losses
+from .toy import TOY_STARTS, plot_toy, run_toy, toy_gradients, toy_landscape, toy_losses
 from .train import (
     GRADIENT_METHODS,
     METHODS,
@@ -59,6 +59,6 @@ __all__ = [
     "equal_weights", "evaluate_multitask", "fit_multitask", "fit_single_task", "frank_wolfe_min_norm",
     "glyph_alphabet_tasks", "glyph_overlay", "glyph_tasks", "gradient_cosine", "gradnorm_weight_gradient", "gram_matrix", "lenet_trunk", "make_head",
     "mean_gradient", "mean_weights", "mgda", "mgda_two_task_weight", "mgda_weights", "noisy_regression", "pcgrad",
-    "pcgrad_weights", "pick_characters", "plot_toy", "rotate", "run_toy", "task_gradient_matrix", "toy_explorer",
+    "pcgrad_weights", "pick_characters", "plot_toy", "rotate", "run_toy", "task_gradient_matrix",
     "toy_gradients", "toy_landscape", "toy_losses", "uncertainty_weighted_loss", "write_gradient",
 ]

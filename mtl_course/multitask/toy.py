@@ -152,30 +152,3 @@ def plot_toy(paths: dict[str, np.ndarray], axes=None, extent: float = 10.0, opti
         ax.set(xlim=(-extent, extent), ylim=(-extent, extent), xlabel="$x_1$", ylabel="$x_2$",
                title=METHOD_LABELS.get(name, name), aspect="equal")
     return axes
-
-
-def toy_explorer(num_steps: int = TOY_STEPS):
-    """An ipywidgets explorer: choose a method and a start point, see its path on the toy landscape.
-
-    Each run takes ``num_steps`` Adam steps (a few seconds for 100,000).
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
-    def show(method: str, x1: float, x2: float, steps: int, c: float):
-        paths = run_toy([method], [(x1, x2)], num_steps=steps, c=c, record_every=max(steps // 500, 1))
-        _, ax = plt.subplots(figsize=(4.5, 4.5))
-        plot_toy(paths, axes=[ax])
-        end = paths[method][0, -1]
-        ax.set_title(f"{METHOD_LABELS[method]}: ends at ({end[0]:.2f}, {end[1]:.2f}),\n"
-                     f"losses {np.round(toy_losses(end), 2).tolist()}")
-        plt.show()
-
-    return widgets.interact_manual(
-        show,
-        method=widgets.Dropdown(options=list(TOY_METHODS), value="cagrad", description="method"),
-        x1=widgets.FloatSlider(value=-8.5, min=-10, max=10, step=0.5, description="start x1"),
-        x2=widgets.FloatSlider(value=7.5, min=-10, max=10, step=0.5, description="start x2"),
-        steps=widgets.IntSlider(value=num_steps, min=1_000, max=TOY_STEPS, step=1_000, description="Adam steps"),
-        c=widgets.FloatSlider(value=TOY_C, min=0.0, max=1.0, step=0.1, description="CAGrad c"),
-    )
