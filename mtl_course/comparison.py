@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from . import meta, models
 from .data import Episode, SineTask, SinusoidTasks
@@ -165,21 +164,6 @@ def new_task_network(multitask_model: models.MLP) -> models.MLP:
     return net
 
 
-def minibatches(X: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0) -> DataLoader:
-    """Shuffled mini-batches of ``(X, y)`` for :func:`mtl_course.training.fit`, fetched a whole batch at a time.
-
-    Equivalent to ``training.make_loader((X, y), batch_size, shuffle=True)``, but
-    each batch is one tensor indexing instead of ``batch_size`` single-example
-    fetches, which matters when the network is as small as the sinusoid MLP.
-    """
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)}; they must match")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = RandomSampler(range(len(X)), generator=torch.Generator().manual_seed(seed))
-    return DataLoader(TensorDataset(X, y), sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
-
-
 def select_inner_lr(
     model: nn.Module,
     episodes: Sequence[Episode],
@@ -248,9 +232,7 @@ def average_scores(scores: Sequence[meta.EpisodeScores]) -> meta.EpisodeScores:
         raise ValueError("give at least one set of scores")
     if len({len(s.values) for s in scores}) > 1:
         raise ValueError("all scores must come from the same episodes")
-    values = np.mean([np.asarray(s.values) for s in scores], axis=0)
-    mean, half = mean_confidence_interval(values)
-    return meta.EpisodeScores(values, mean, half)
+    return meta.EpisodeScores.from_values(np.mean([np.asarray(s.values) for s in scores], axis=0))
 
 
 # --------------------------------------------------------------------------------------

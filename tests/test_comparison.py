@@ -112,7 +112,7 @@ def test_joint_training_with_the_one_training_loop_fits_all_tasks():
     net = comparison.multitask_network(3, (20, 20))
     data = pool.joint_data()
     before = comparison.multitask_mse(net(data[0]), data[1]).item()
-    training.fit(net, comparison.minibatches(*data, 30), num_epochs=150, lr=1e-2, loss_fn=comparison.multitask_mse,
+    training.fit(net, training.make_loader(data, 30), num_epochs=150, lr=1e-2, loss_fn=comparison.multitask_mse,
                  metric=None)
     after = comparison.multitask_mse(net(data[0]), data[1]).item()
     assert after < 0.2 * before
@@ -132,22 +132,8 @@ def test_new_task_network_starts_from_the_average_head():
 
 
 # --------------------------------------------------------------------------------------
-# Mini-batches, step-size search, paired differences
+# Step-size search, paired differences
 # --------------------------------------------------------------------------------------
-
-def test_minibatches_cover_every_example_once_per_epoch():
-    X, y = torch.arange(10.0).unsqueeze(1), torch.arange(10.0)
-    loader = comparison.minibatches(X, y, 4, seed=1)
-    batches = list(loader)
-    assert [len(b[0]) for b in batches] == [4, 4, 2]
-    seen = torch.cat([b[0].flatten() for b in batches])
-    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
-    torch.testing.assert_close(torch.cat([b[1] for b in batches]), seen)
-    assert [b[0].flatten().tolist() for b in comparison.minibatches(X, y, 4, seed=1)] == \
-           [b[0].flatten().tolist() for b in batches]
-    with pytest.raises(ValueError, match="rows"):
-        comparison.minibatches(X, y[:5], 4)
-
 
 def test_select_inner_lr_prefers_a_working_step_and_marks_divergence():
     torch.manual_seed(0)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from mtl_course import metrics, models, runtime, training
 
@@ -123,3 +124,24 @@ def test_metrics():
     assert metrics.backward_transfer(R) == pytest.approx(((0.3 - 0.9) + (0.7 - 0.9)) / 2)
     with pytest.raises(ValueError, match="square"):
         metrics.backward_transfer(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 500])
+def test_make_loader_yields_the_batches_of_a_plain_dataloader(shuffle, batch_size):
+    # make_loader fetches whole batches at once; the batches, their order over several
+    # epochs and the global random state must be exactly those of the plain DataLoader.
+    X, y = torch.randn(103, 3), torch.arange(103)
+    plain = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=shuffle,
+                       generator=torch.Generator().manual_seed(5))
+    ours = training.make_loader((X, y), batch_size, shuffle, seed=5)
+    for _ in range(3):
+        torch.manual_seed(0)
+        expected = list(plain)
+        after_plain = torch.rand(1)
+        torch.manual_seed(0)
+        got = list(ours)
+        assert torch.rand(1) == after_plain
+        assert len(got) == len(expected)
+        for (gx, gy), (ex, ey) in zip(got, expected):
+            assert torch.equal(gx, ex) and torch.equal(gy, ey)
