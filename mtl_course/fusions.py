@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +32,6 @@ from torch import nn
 from . import meta, runtime
 from .data import Episode
 from .data.function_families import FunctionFamilies, FunctionTask
-from .metrics import mean_confidence_interval
 from .multitask import MultiTaskSet, TaskSpec, TaskView, make_head
 
 
@@ -149,11 +147,6 @@ def multitask_meta_train(model: nn.Module, sample_batches: Callable[[], Mapping[
     return losses
 
 
-def _scores(values: Sequence[float]) -> meta.EpisodeScores:
-    mean, half = mean_confidence_interval(values)
-    return meta.EpisodeScores(np.asarray(values, dtype=float), mean, half)
-
-
 @torch.no_grad()
 def existing_head_scores(model: nn.Module, episodes: Sequence[Episode]) -> meta.EpisodeScores:
     """Query MSE on unseen regression tasks when a multi-task model may only **reuse** its heads.
@@ -174,7 +167,7 @@ def existing_head_scores(model: nn.Module, episodes: Sequence[Episode]) -> meta.
         best = min(support, key=lambda name: F.mse_loss(support[name].reshape(-1), target).item())
         query = model(e.query_X.to(device))[best].reshape(-1)
         values.append(F.mse_loss(query, e.query_y.reshape(-1).to(device)).item())
-    return _scores(values)
+    return meta.EpisodeScores.from_values(values)
 
 
 @torch.no_grad()

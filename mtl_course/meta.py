@@ -376,6 +376,13 @@ class EpisodeScores:
     mean: float
     ci95: float
 
+    @classmethod
+    def from_values(cls, values: Sequence[float] | np.ndarray) -> "EpisodeScores":
+        """The scores of a list of episodes, with their mean and 95 % interval (:func:`mean_confidence_interval`)."""
+        values = np.asarray(values, dtype=float)
+        mean, half = mean_confidence_interval(values)
+        return cls(values, mean, half)
+
     def __str__(self) -> str:
         return f"{self.mean:.3f} ± {self.ci95:.3f}"
 
@@ -435,8 +442,7 @@ def evaluate_episodes(
             values += out.task_metrics(metric) if metric is not None else out.task_losses.tolist()
     finally:
         model.train(was_training)
-    mean, half = mean_confidence_interval(values)
-    return EpisodeScores(np.asarray(values), mean, half)
+    return EpisodeScores.from_values(values)
 
 
 # --------------------------------------------------------------------------------------
