@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 # threads made small training steps about 20 times slower (same results either way).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-unit test-notebooks test-book book execute exercises benchmarks clean
+.PHONY: setup test test-unit test-notebooks test-book book execute exercises benchmarks clean test-robust
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ test-book: setup
 book: setup
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --all
 	@echo "The book is in _build/html/index.html"
+
+# Robustness runs (not part of `make test`): every chapter and solution, or NB=...,
+# under other seed offsets and emulated machines (RUNS="1 2 3 4"; see
+# `python -m mtl_course.robustness --help`). Prints each assert's pass count and
+# the spread of the numbers it compares; results in _build/robustness/.
+RUNS ?= 1 2 3
+test-robust: setup
+	$(PY) -m mtl_course.robustness --runs $(RUNS) $(or $(NB),$(NOTEBOOKS))
 
 # Re-execute notebooks in place (after changing them or the code they call),
 # then regenerate the exercises from the solutions.

@@ -275,8 +275,8 @@ def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: Pretr
     device = device or runtime.get_device()
     digest = hashlib.sha1(data.X.numpy().tobytes())
     digest.update(np.asarray(classes, dtype=np.int64).tobytes())
-    tag = f"cpu{torch.get_num_threads()}t" if device.type == "cpu" else device.type
-    path = runtime.data_dir("models") / f"{config.file_stem()}-data{digest.hexdigest()[:10]}-{tag}.pt"
+    path = runtime.data_dir("models") / (f"{config.file_stem()}-data{digest.hexdigest()[:10]}-"
+                                         f"{runtime.compute_tag(device)}.pt")
     model = ResNet12(data.X.shape[1], config.channels, norm=config.norm)
     if path.is_file():
         try:
@@ -440,7 +440,7 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
         raise ValueError("the model has nothing to meta-train: build it with mtl_model(..., mode='ss')")
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(trainable, lr=meta_lr)
-    rng = np.random.default_rng(seed)
+    rng = runtime.rng(seed)
     history, recent, regular_since_hard = MetaTransferHistory(), [], 0
     best_state, best_score, tasks_seen = None, -math.inf, 0
     def validate() -> None:
@@ -616,7 +616,7 @@ def compare_representations(deltas: Sequence[float], ns: Sequence[int], *, d: in
 
 
 def _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed) -> list[dict]:
-    rng = np.random.default_rng(seed)
+    rng = runtime.rng(seed)
     rows = []
     for delta in deltas:
         B = np.linalg.qr(rng.standard_normal((d, k)))[0]

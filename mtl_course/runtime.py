@@ -72,14 +72,61 @@ def get_device(prefer: str | None = None) -> torch.device:
     return device
 
 
+SEED_OFFSET_VARIABLE = "MTL_COURSE_SEED"
+
+
+def seed_offset() -> int:
+    """The seed offset, ``MTL_COURSE_SEED`` (default 0), added to every seed the course uses.
+
+    The robustness runs (``make test-robust``) set it to see whether a chapter's
+    claims hold under other seeds, without editing the notebook.
+    """
+    value = os.environ.get(SEED_OFFSET_VARIABLE, "").strip()
+    if not value:
+        return 0
+    try:
+        offset = int(value)
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise ValueError(
+            f"{SEED_OFFSET_VARIABLE}={value!r} is not a seed offset; set it to a non-negative "
+            "integer (0, the default, keeps every seed as the notebook wrote it) or unset it."
+        )
+    return offset
+
+
+def shift_seed(seed: int) -> int:
+    """``seed`` plus the seed offset: every seed that draws data, episodes, orders or weights goes through it.
+
+    >>> import os; os.environ.pop("MTL_COURSE_SEED", None) and None
+    >>> shift_seed(3)
+    3
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed) + seed_offset()
+
+
+def rng(seed: int) -> np.random.Generator:
+    """``np.random.default_rng`` with the seed shifted by the seed offset."""
+    return np.random.default_rng(shift_seed(seed))
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` shifted by the seed offset."""
+    return torch.Generator().manual_seed(shift_seed(seed))
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and PyTorch (all devices).
+    """Seed Python, NumPy and PyTorch (all devices) with ``seed`` plus the seed offset.
 
     With ``deterministic=True`` PyTorch also refuses nondeterministic kernels,
     so that two runs on the same machine give the same numbers bit for bit.
     """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = shift_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -143,7 +190,29 @@ def data_dir(*parts: str) -> Path:
     return path
 
 
+# Environment variables that change the CPU's floating-point results (the robustness
+# runs set them to emulate other processors).
+ROUNDING_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def compute_tag(device: torch.device | str) -> str:
+    """What changes a trained model's last bits besides its settings, for cache file names.
+
+    The device type; on the CPU also the thread count and any of
+    :data:`ROUNDING_VARIABLES` that is set; and the seed offset when it is not 0.
+    """
+    device = torch.device(device)
+    tag = f"cpu{torch.get_num_threads()}t" if device.type == "cpu" else device.type
+    if device.type == "cpu":
+        for name in ROUNDING_VARIABLES:
+            value = os.environ.get(name, "").strip()
+            if value:
+                tag += "-" + "".join(ch for ch in f"{name.split('_')[0]}{value}".lower() if ch.isalnum())
+    return tag + (f"-seed+{seed_offset()}" if seed_offset() else "")
+
+
 def describe() -> str:
     """One line that says where this notebook is running (for the setup cell)."""
     device = get_device()
-    return f"device={device.type} profile={get_profile(device)} torch={torch.__version__.split('+')[0]}"
+    line = f"device={device.type} profile={get_profile(device)} torch={torch.__version__.split('+')[0]}"
+    return line + (f" seed_offset={seed_offset()}" if seed_offset() else "")

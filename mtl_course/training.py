@@ -63,7 +63,7 @@ def make_loader(data: Data, batch_size: int = 64, shuffle: bool = True, seed: in
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}; they must match")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = runtime.generator(seed)
     dataset = TensorDataset(X, y)
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,

@@ -491,15 +491,10 @@ def _fingerprint(train: LabelledSet) -> str:
     return digest.hexdigest()[:10]
 
 
-def _compute_tag(device: torch.device) -> str:
-    """The device type, and on the CPU the thread count: both change the trained weights in the last bits."""
-    return f"cpu{torch.get_num_threads()}t" if device.type == "cpu" else device.type
-
-
 def source_model_path(config: SourceConfig, train: LabelledSet, device: torch.device | None = None) -> Path:
     """Where the source model for these settings, this training set and this device is cached."""
     device = device or runtime.get_device()
-    return runtime.data_dir("models") / f"{config.file_stem()}-data{_fingerprint(train)}-{_compute_tag(device)}.pt"
+    return runtime.data_dir("models") / f"{config.file_stem()}-data{_fingerprint(train)}-{runtime.compute_tag(device)}.pt"
 
 
 def _save_atomically(obj: dict, path: Path) -> None:

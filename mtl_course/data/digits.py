@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import runtime
 from .episodes import LabelledSet
 
 
@@ -25,5 +26,5 @@ def load_digits(as_images: bool = False) -> LabelledSet:
 def permute_pixels(X: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The same images with their pixels shuffled by one fixed permutation: a new domain, same labels."""
     flat = X.reshape(len(X), -1)
-    perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(flat.shape[1], generator=runtime.generator(seed))
     return flat[:, perm].reshape(X.shape)

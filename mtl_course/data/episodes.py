@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import runtime
+
 
 @dataclass
 class LabelledSet:
@@ -219,7 +221,7 @@ class EpisodeSampler:
                 f"but a class in this split has only {smallest}; lower k_shot or q_queries."
             )
         self.n_way, self.k_shot, self.q_queries = int(n_way), int(k_shot), int(q_queries)
-        self.rng = np.random.default_rng(seed)
+        self.rng = runtime.rng(seed)
 
     def sample(self) -> Episode:
         """One episode; support and query are ordered by remapped label."""

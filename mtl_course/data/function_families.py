@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import runtime
 from .episodes import Episode
 from .sinusoid import AMPLITUDE_RANGE, INPUT_RANGE, PHASE_RANGE
 
@@ -80,7 +81,7 @@ class FunctionFamilies:
         if not input_range[0] <= input_range[1]:
             raise ValueError(f"input_range must be (low, high) with low <= high, got {input_range}")
         self.kinds, self.input_range, self.dtype = kinds, input_range, dtype
-        self.rng = np.random.default_rng(seed)
+        self.rng = runtime.rng(seed)
 
     def _kind(self, kind: str | None) -> str:
         if kind is None:

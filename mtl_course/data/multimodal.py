@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from .episodes import Episode, LabelledSet
 
 MODALITIES = ("image", "profile")
@@ -238,7 +239,7 @@ def multimodal_glyphs(
     drawings = torch.as_tensor(np.concatenate([np.arange(len(by_class[c])) for c in chosen]))
     alphabet_of = torch.tensor([names.index(glyphs.class_groups[c]) for c in chosen])
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = runtime.generator(seed)
     n = len(rows)
     angle = (2 * torch.rand(n, generator=gen) - 1) * max_angle
     factor = zoom[0] + (zoom[1] - zoom[0]) * torch.rand(n, generator=gen)
@@ -288,7 +289,7 @@ class TaskEpisodes:
             raise ValueError(f"task {task!r}: only {len(self._pools)} groups have {need} examples, "
                              f"fewer than n_way={n_way}; lower n_way, k_shot or q_queries")
         self.n_way, self.k_shot, self.q_queries = int(n_way), int(k_shot), int(q_queries)
-        self.rng = np.random.default_rng(seed)
+        self.rng = runtime.rng(seed)
 
     def sample(self) -> Episode:
         """One episode; support and query are ordered by group."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import runtime
 from .episodes import Episode
 
 AMPLITUDE_RANGE = (0.1, 5.0)
@@ -52,7 +53,7 @@ class SinusoidTasks:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
         self.amplitude_range, self.phase_range, self.input_range = amplitude_range, phase_range, input_range
         self.dtype = dtype
-        self.rng = np.random.default_rng(seed)
+        self.rng = runtime.rng(seed)
 
     def sample_task(self) -> SineTask:
         return SineTask(float(self.rng.uniform(*self.amplitude_range)), float(self.rng.uniform(*self.phase_range)))

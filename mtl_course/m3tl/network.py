@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .. import models, transfer
+from .. import models, runtime, transfer
 from ..data.multimodal import MultiModalSet
 from ..multitask.architectures import make_head
 from ..multitask.data import TaskSpec
@@ -148,7 +148,7 @@ class M3TLNet(nn.Module):
         if spec.name in self.heads:
             raise ValueError(f"task {spec.name!r} already has a head; give the new task another name")
         if seed is not None:
-            torch.manual_seed(seed)
+            torch.manual_seed(runtime.shift_seed(seed))
         device = next(self.parameters()).device
         self.heads[spec.name] = make_task_head(spec, self.embed_dim, self.config.head_hidden).to(device)
         self.specs[spec.name] = spec
@@ -177,7 +177,7 @@ def build(config: M3TLConfig, seed: int | None = None) -> M3TLNet:
     if not isinstance(config, M3TLConfig):
         raise TypeError(f"build needs an M3TLConfig, got {type(config).__name__}")
     if seed is not None:
-        torch.manual_seed(seed)
+        torch.manual_seed(runtime.shift_seed(seed))
     encoders = nn.ModuleDict({m: make_encoder(spec, config.shapes[m]) for m, spec in config.encoders.items()})
     width = sum(_feature_dim(e) for e in encoders.values())
     fusion: nn.Module = nn.Identity()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from ..data import LabelledSet
 from ..metrics import accuracy
 
@@ -137,7 +138,7 @@ class MultiTaskSet:
         shared trunk learns from all of them.
         """
         T = len(self.tasks)
-        rng = np.random.default_rng(seed)
+        rng = runtime.rng(seed)
         owner = torch.as_tensor(rng.permutation(np.arange(len(self)) % T))
         targets = {}
         for k, (name, spec) in enumerate(self.tasks.items()):
@@ -200,7 +201,7 @@ def pick_characters(glyphs: LabelledSet, num_alphabets: int, per_alphabet: int, 
     groups = glyphs.groups
     if num_alphabets < 1 or num_alphabets > len(groups):
         raise ValueError(f"num_alphabets must be in 1..{len(groups)}, got {num_alphabets}")
-    rng = np.random.default_rng(seed)
+    rng = runtime.rng(seed)
     chosen = []
     for a in sorted(rng.choice(len(groups), num_alphabets, replace=False)):
         members = [c for c, g in enumerate(glyphs.class_groups) if g == groups[a]]
@@ -243,7 +244,7 @@ def glyph_tasks(
     alpha_of_char = torch.tensor([alphabets.index(glyphs.class_groups[c]) for c in classes])
     size = glyphs.X.shape[-1]
     clean = torch.stack([render_glyph(glyphs.class_names[c][0], size=size) for c in classes]).unsqueeze(1)
-    gen = torch.Generator().manual_seed(seed)
+    gen = runtime.generator(seed)
     angle = (2 * torch.rand(len(rows), generator=gen) - 1) * max_angle
     X = rotate(glyphs.X[rows], angle).clamp(0, 1)
     tasks = {
@@ -324,7 +325,7 @@ def glyph_overlay(
     if not drawings or max(drawings) >= min(len(rows_of[c]) for c in classes):
         raise ValueError(f"drawings must index existing drawings of every character, got {drawings}")
     pool = np.array([[rows_of[c][d] for d in drawings] for c in classes])  # (K, D) row ids
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([runtime.shift_seed(seed), 1])
     labels = rng.integers(0, len(classes), size=(num_images, 2))
     pick = rng.integers(0, len(drawings), size=(num_images, 2))
     moves = rng.integers(0, shift + 1, size=(num_images, 4))
@@ -354,7 +355,7 @@ def noisy_regression(num_examples: int = 1000, seed: int = 0,
     """
     if num_examples < 2:
         raise ValueError(f"num_examples must be >= 2, got {num_examples}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = runtime.generator(seed)
     x = torch.randn(num_examples, 1, generator=gen)
     eps = torch.randn(num_examples, 2, generator=gen)
     targets = {"y1": 2 * x[:, 0] + 8 + noise[0] * eps[:, 0], "y2": 3 * x[:, 0] + 3 + noise[1] * eps[:, 1]}

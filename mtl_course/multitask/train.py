@@ -193,7 +193,7 @@ def fit_multitask(
     gradnorm = GradNorm(T, alpha=alpha) if method == "gradnorm" else None
     gradnorm_W = _last_shared_weight(shared) if gradnorm else []
     optimizer = torch.optim.Adam(params + (list(uncertainty.parameters()) if uncertainty else []), lr=lr, foreach=True)
-    order = torch.Generator().manual_seed(seed)  # PCGrad's random task orders
+    order = runtime.generator(seed)  # PCGrad's random task orders
     combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda,
                "cagrad": lambda G: cagrad(G, c=c)}.get(method)
     regularizer = getattr(model, "regularizer", None)
