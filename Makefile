@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 # threads made small training steps about 20 times slower (same results either way).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-unit test-notebooks test-book book execute exercises benchmarks clean test-robust
+.PHONY: setup test test-unit test-notebooks test-book book execute exercises benchmarks clean test-robust models test-min-versions
 
 setup: $(STAMP)
 
@@ -54,6 +54,22 @@ book: setup
 RUNS ?= 1 2 3
 test-robust: setup
 	$(PY) -m mtl_course.robustness --runs $(RUNS) $(or $(NB),$(NOTEBOOKS))
+
+# The package's unit tests with the lowest declared versions (requirements-min.txt),
+# in a fresh venv of its own. Not part of `make test`.
+MIN_VENV ?= .venv-min
+test-min-versions:
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check setuptools -r requirements-min.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|numpy|scipy|scikit-learn|matplotlib|pillow|threadpoolctl|tqdm|nbformat|nbclient|ipykernel)=='
+	$(MIN_VENV)/bin/python -m pytest tests --ignore=tests/test_exercises.py
+
+# The trained-model store (mtl_course/trained): train every recipe, or MODEL=name,
+# and write the weights and manifest.json. Commit the result.
+models: setup
+	$(PY) -m mtl_course.store train $(MODEL)
 
 # Re-execute notebooks in place (after changing them or the code they call),
 # then regenerate the exercises from the solutions.

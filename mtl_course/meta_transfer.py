@@ -40,7 +40,7 @@ import copy
 import hashlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from . import meta, runtime, training
+from . import meta, runtime, store, training
 from .data import Episode, EpisodeSampler, LabelledSet, split_examples
 from .models import functional_forward, make_norm
 from .transfer import extract_features
@@ -254,25 +254,78 @@ def pretrain_backbone(data: LabelledSet, classes: Sequence[int], config: Pretrai
     (:func:`mtl_course.training.fit`). The returned backbone has
     ``head = nn.Identity()`` and outputs ``feature_dim`` features.
     """
+    return _pretrain(data, classes, config, device)[0]
+
+
+def _pretrain(data: LabelledSet, classes: Sequence[int], config: PretrainConfig,
+              device: torch.device | None = None,
+              max_steps: int | None = None) -> tuple[ResNet12, training.History]:
     device = device or runtime.get_device()
     train, val, _ = split_examples(data.subset(classes), (1 - config.val_fraction, config.val_fraction, 0.0),
                                    seed=config.seed)
     runtime.seed_everything(config.seed)
     model = ResNet12(data.X.shape[1], config.channels, out_features=len(classes), norm=config.norm).to(device)
-    training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=config.num_epochs, lr=config.lr,
-                 batch_size=config.batch_size, seed=config.seed, desc="phase 1: large-scale training")
+    record = training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=config.num_epochs, lr=config.lr,
+                          batch_size=config.batch_size, seed=config.seed, max_steps=max_steps,
+                          desc="phase 1: large-scale training")
     model.head = nn.Identity()
-    return model.eval()
+    return model.eval(), record
+
+
+# The quick profile's phase-1 network lives in the trained-model store (`make models`).
+BACKBONE_MODEL_NAME = "glyphs-mtl-resnet12"
+
+
+def _glyphs_meta_training_classes() -> tuple[LabelledSet, list[int]]:
+    """Chapter 5's quick-profile data: Glyphs and its meta-training alphabets' classes."""
+    from .data import load_glyphs, split_classes
+
+    data = load_glyphs()
+    return data, [int(c) for c in split_classes(data, by="group", seed=0).train]
+
+
+def train_backbone_recipe(config: dict, seed: int, max_steps: int | None = None,
+                          device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for Chapter 5's phase 1: :func:`pretrain_backbone` on the Glyphs meta-training classes."""
+    settings = PretrainConfig(**{**config, "channels": tuple(config["channels"])}, seed=seed)
+    data, classes = _glyphs_meta_training_classes()
+    model, history = _pretrain(data, classes, settings, device, max_steps)
+    return store.Trained(model, {"val_acc": history.best_val_metric}, history.step_loss,
+                         {"classes": classes, "epoch_train_loss": history.train_loss,
+                          "epoch_val_acc": history.val_metric})
+
+
+def build_backbone(config: dict) -> ResNet12:
+    """The untrained phase-1 backbone of a stored model (its classifier already dropped)."""
+    model = ResNet12(1, tuple(config["channels"]), norm=config["norm"])
+    return model
+
+
+BACKBONE_RECIPE = store.register(store.Recipe(
+    name=BACKBONE_MODEL_NAME, chapter=5, train=train_backbone_recipe, build=build_backbone,
+    config={k: v for k, v in asdict(PretrainConfig()).items() if k != "seed"}, seed=PretrainConfig().seed,
+    version=1, description="ResNet-12 trained to classify every character of the Glyphs meta-training alphabets"))
 
 
 def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: PretrainConfig = PretrainConfig(),
                         device: torch.device | None = None) -> ResNet12:
-    """:func:`pretrain_backbone`, cached under ``runtime.data_dir("models")`` (trained once, then loaded).
+    """:func:`pretrain_backbone`: from the trained-model store, or trained once and cached.
 
-    The file name holds every setting, a fingerprint of the images and labels,
-    and the device (CPU thread counts change the last bits of trained weights).
+    The default settings on Glyphs (the quick profile) are the store's model
+    :data:`BACKBONE_MODEL_NAME`, trained by ``make models`` and never retrained
+    here (a missing or stale file raises :class:`mtl_course.store.StoreError`).
+    Other settings are cached under ``runtime.data_dir("models")`` in a file
+    named after every setting, a fingerprint of the images and labels, and what
+    changes the last bits of trained weights (:func:`runtime.compute_tag`).
     """
     device = device or runtime.get_device()
+    if config == PretrainConfig() and data.X.shape[1] == 1:
+        stored = store.load(BACKBONE_MODEL_NAME, device)
+        if stored.entry["extra"]["classes"] != [int(c) for c in classes]:
+            raise store.StoreError(f"the stored {BACKBONE_MODEL_NAME!r} was trained on other classes than the "
+                                   f"ones asked for; run `make models MODEL={BACKBONE_MODEL_NAME}`, or pass "
+                                   "another PretrainConfig to train one for these classes")
+        return stored.model
     digest = hashlib.sha1(data.X.numpy().tobytes())
     digest.update(np.asarray(classes, dtype=np.int64).tobytes())
     path = runtime.data_dir("models") / (f"{config.file_stem()}-data{digest.hexdigest()[:10]}-"

@@ -31,6 +31,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_metric: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)  # every optimizer step's training loss
     best_epoch: int | None = None
     stopped_early: bool = False
 
@@ -86,17 +87,27 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable = F.cross_entropy,
     device: torch.device | None = None,
+    step_losses: list[float] | None = None,
+    max_steps: int | None = None,
 ) -> float:
-    """One pass over ``loader``; returns the mean training loss."""
+    """One pass over ``loader``; returns the mean training loss.
+
+    Each step's loss is appended to ``step_losses`` when given; the pass stops
+    early once that list holds ``max_steps`` losses.
+    """
     device = device or next(model.parameters()).device
     model.train()
     total, count = 0.0, 0
     for X, y in loader:
+        if max_steps is not None and step_losses is not None and len(step_losses) >= max_steps:
+            break
         X, y = _to(X, device), _to(y, device)
         loss = loss_fn(model(X), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if step_losses is not None:
+            step_losses.append(loss.item())
         total += loss.item() * len(X)
         count += len(X)
     return total / max(count, 1)
@@ -145,6 +156,7 @@ def fit(
     seed: int = 0,
     device: torch.device | None = None,
     desc: str = "training",
+    max_steps: int | None = None,
 ) -> History:
     """Train ``model`` on ``train``; keep the weights that did best on ``val``.
 
@@ -154,6 +166,9 @@ def fit(
     stop training early, and the best weights are restored at the end (unless
     ``restore_best=False``, for when ``val`` is only watched, e.g. to see an old
     task being forgotten). Model selection uses ``val`` only, never test data.
+    ``max_steps`` stops after that many optimizer steps (the store's provenance
+    test re-runs a recipe's first steps this way); ``history.step_loss`` holds
+    every step's loss.
     """
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
@@ -167,7 +182,10 @@ def fit(
     history, best_state, best_score, bad_epochs = History(), None, None, 0
     bar = runtime.progress(range(num_epochs), desc=desc)
     for epoch in bar:
-        history.train_loss.append(train_epoch(model, loader, optimizer, loss_fn, device))
+        history.train_loss.append(train_epoch(model, loader, optimizer, loss_fn, device,
+                                              history.step_loss, max_steps))
+        if max_steps is not None and len(history.step_loss) >= max_steps:
+            break
         if val is None:
             continue
         val_loss, val_metric = evaluate(model, val, loss_fn, metric, device=device)

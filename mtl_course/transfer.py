@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, runtime, training
+from . import models, runtime, store, training
 from .data import LabelledSet
 
 HEAD = "head"
@@ -519,31 +519,87 @@ def _load_checkpoint(path: Path) -> dict | None:
 
 
 def pretrain_source_model(train: LabelledSet, val: LabelledSet, config: SourceConfig,
-                          device: torch.device | None = None) -> tuple[nn.Module, float]:
-    """Train a Conv-4 classifier on the source task; returns it and its source validation accuracy."""
+                          device: torch.device | None = None,
+                          max_steps: int | None = None) -> tuple[nn.Module, float, training.History]:
+    """Train a Conv-4 classifier on the source task; returns it, its source validation accuracy and history."""
     runtime.seed_everything(config.seed)
     model = models.Conv4(train.X.shape[1], config.hidden, train.num_classes, norm=config.norm,
                          image_size=train.X.shape[-1]).to(device or runtime.get_device())
-    training.fit(model, train, val, num_epochs=config.num_epochs, lr=config.lr, batch_size=config.batch_size,
-                 seed=config.seed, desc="pre-training the source model")
-    return model, float(training.evaluate(model, val)[1])
+    history = training.fit(model, train, val, num_epochs=config.num_epochs, lr=config.lr,
+                           batch_size=config.batch_size, seed=config.seed, max_steps=max_steps,
+                           desc="pre-training the source model")
+    return model, float(training.evaluate(model, val)[1]), history
+
+
+# The quick profile's source model lives in the trained-model store (`make models`).
+SOURCE_MODEL_NAME = "glyphs-source-conv4"
+GLYPHS_IMAGE_SIZE = 28  # load_glyphs' default
+
+
+def _source_recipe_config(config: SourceConfig) -> dict:
+    return {k: v for k, v in asdict(config).items() if k != "seed"}
+
+
+def train_source_recipe(config: dict, seed: int, max_steps: int | None = None,
+                        device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for Chapter 2's source model: :func:`pretrain_source_model` on the Glyphs source task."""
+    from .data import load_glyphs
+
+    settings = SourceConfig(**config, seed=seed)
+    data = load_glyphs(seed=settings.glyph_seed)
+    classes = source_classes(data, settings)
+    train, val = _source_split(data, classes, settings)
+    model, val_accuracy, history = pretrain_source_model(train, val, settings, device, max_steps)
+    return store.Trained(model, {"source_val_acc": val_accuracy}, history.step_loss,
+                         {"classes": classes, "epoch_train_loss": history.train_loss,
+                          "epoch_val_acc": history.val_metric, "data_fingerprint": _fingerprint(train)})
+
+
+def build_source_model(config: dict) -> nn.Module:
+    """The untrained Conv-4 of a stored source model (what :func:`mtl_course.store.load` fills in)."""
+    if config["max_classes"] is None:
+        raise ValueError("a stored source model needs max_classes set (the class count fixes its head)")
+    return models.Conv4(1, config["hidden"], config["max_classes"], norm=config["norm"],
+                        image_size=GLYPHS_IMAGE_SIZE)
+
+
+SOURCE_RECIPE = store.register(store.Recipe(
+    name=SOURCE_MODEL_NAME, chapter=2, train=train_source_recipe, build=build_source_model,
+    config=_source_recipe_config(SourceConfig()), seed=SourceConfig().seed, version=1,
+    description="Conv-4 pre-trained to classify 800 characters of the Glyphs training alphabets"))
+
+
+def _is_stored(config: SourceConfig, data: LabelledSet | None, classes: Sequence[int] | None) -> bool:
+    """True when ``source_model`` is asked for exactly the stored model's settings."""
+    return (_source_recipe_config(config) == dict(SOURCE_RECIPE.config) and config.seed == SOURCE_RECIPE.seed
+            and classes is None and (data is None or data.X.shape[-1] == GLYPHS_IMAGE_SIZE))
 
 
 def source_model(config: SourceConfig = SourceConfig(), data: LabelledSet | None = None,
                  classes: Sequence[int] | None = None, device: torch.device | None = None) -> SourceModel:
-    """The pre-trained source model: read from the cache, or trained once and cached.
+    """The pre-trained source model: from the trained-model store, or trained once and cached.
 
     By default the source task classifies the characters of the Glyphs training
-    alphabets (:func:`source_classes`). The cache file under
-    ``runtime.data_dir("models")`` is named after every setting, a fingerprint of
-    the training images and the device (CPU thread counts change the last bits of
-    the weights), and is written atomically, so every experiment that asks for the
-    same settings starts from exactly the same weights.
+    alphabets (:func:`source_classes`). The default settings (the quick profile)
+    are the store's model :data:`SOURCE_MODEL_NAME`, trained by ``make models``:
+    it is loaded, never retrained here (a missing or stale file raises
+    :class:`mtl_course.store.StoreError`). Other settings (the full profile) are
+    trained on first use and cached under ``runtime.data_dir("models")``, in a
+    file named after every setting, a fingerprint of the training images and
+    what changes the last bits of the weights (:func:`runtime.compute_tag`).
     """
     if data is None:
         from .data import load_glyphs
 
         data = load_glyphs(seed=config.glyph_seed)
+    if _is_stored(config, data, classes):
+        stored = store.load(SOURCE_MODEL_NAME, device)
+        expected = source_classes(data, config)
+        if stored.entry["extra"]["classes"] != expected:
+            raise store.StoreError(f"the stored {SOURCE_MODEL_NAME!r} was trained on other classes than this "
+                                   f"Glyphs set's source classes; run `make models MODEL={SOURCE_MODEL_NAME}`")
+        return SourceModel(stored.model, expected, stored.metrics["source_val_acc"], stored.seconds,
+                           store.STORE_DIR / stored.entry["file"], from_cache=True)
     classes = source_classes(data, config) if classes is None else [int(c) for c in classes]
     train, val = _source_split(data, classes, config)
     device = torch.device(device) if device is not None else runtime.get_device()
@@ -555,7 +611,7 @@ def source_model(config: SourceConfig = SourceConfig(), data: LabelledSet | None
         return SourceModel(model.to(device), classes, checkpoint["val_accuracy"], checkpoint["train_seconds"],
                            path, from_cache=True)
     started = time.perf_counter()
-    model, val_accuracy = pretrain_source_model(train, val, config, device)
+    model, val_accuracy, _ = pretrain_source_model(train, val, config, device)
     seconds = time.perf_counter() - started
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _save_atomically({"state_dict": state, "classes": classes, "val_accuracy": val_accuracy,

@@ -153,6 +153,7 @@ def test_omniglot_missing_says_what_and_where(tmp_path):
 
 
 def test_failed_download_says_what_and_where(tmp_path, monkeypatch):
+    pytest.importorskip("torchvision")  # the downloads are torchvision's (an optional dependency)
     import torchvision.datasets.utils as tv_utils
 
     def offline(url, *args, **kwargs):

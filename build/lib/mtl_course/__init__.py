@@ -1,0 +1,12 @@
+"""mtl_course: transfer, multi-task, meta- and meta-transfer learning, as taught in the book.
+
+Modules are named after the book's concepts and depend on each other one way:
+``runtime -> data -> models -> training -> {transfer, multitask, meta} -> meta_transfer -> m3tl``;
+``viz``, ``widgets`` and ``grading`` sit at the edge.
+"""
+from . import runtime
+
+__version__ = "0.1.0"
+REPOSITORY = "https://github.com/mtl-course/mtl_course"
+
+__all__ = ["runtime", "REPOSITORY", "__version__"]

@@ -1,0 +1,606 @@
+"""Meta-learning on ``torch.func``: one inner loop, two backends, six methods.
+
+Notation of Chapter 4: ``θ`` are the meta-parameters shared by all tasks (an
+initialisation, plus learned inner learning rates for Meta-SGD) and ``φ_i`` the
+parameters adapted to task ``i``. Meta-training solves the bi-level problem of
+the review's Eqs. (5)-(6) (Upadhyay et al., 2021):
+
+* inner loop (Eq. 6, approximated by a few gradient steps on the support set)::
+
+      φ_i = θ - α ∇_θ L(θ, D_i^support)         (repeated ``inner_steps`` times)
+
+* outer loop (Eq. 5, the meta-objective on the query sets)::
+
+      min_θ  (1/T) Σ_i L(φ_i(θ), D_i^query)
+
+Parameters are ``{name: tensor}`` dicts run through the model with
+:func:`mtl_course.models.functional_forward` (``torch.func.functional_call``);
+nothing is cloned. :func:`adapt` is the one inner loop; :func:`meta_objective`
+runs it over a meta-batch either with a Python loop over tasks
+(``backend="loop"``) or with ``torch.func.vmap`` over the stacked tasks
+(``backend="vmap"``), with the same results. :func:`meta_train` is the one
+meta-training loop for every method in :data:`METHODS`; :func:`evaluate_episodes`
+reports mean ± 95 % confidence interval over test episodes.
+
+Methods: MAML and its first-order version (Finn et al., 2017), ANIL (Raghu et
+al., 2020), Meta-SGD (Li et al., 2017), Reptile (Nichol et al., 2018) and
+Prototypical Networks (Snell et al., 2017).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import grad, vmap
+
+from . import runtime
+from .data import Episode, stack_episodes
+from .metrics import accuracy, mean_confidence_interval
+from .models import functional_forward, params_of
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+Batch = Episode | Sequence[Episode]
+
+METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet")
+"""Meta-learning methods that :func:`meta_train` and :func:`evaluate_episodes` know."""
+BACKENDS = ("loop", "vmap")
+"""How a meta-batch is processed: a Python loop over tasks, or ``torch.func.vmap``."""
+
+
+# --------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------
+
+def head_keys(model: nn.Module) -> list[str]:
+    """Names of the parameters of ``model.head``: what ANIL adapts in its inner loop."""
+    names = [name for name, _ in model.named_parameters() if name.startswith("head.")]
+    if not names:
+        raise ValueError("the model has no parameters under `head`; ANIL needs a model with a linear `head`")
+    return names
+
+
+def init_per_param_lr(params: Params, value: float, keys: Iterable[str] | None = None) -> Params:
+    """Meta-SGD's learnable inner learning rates: one tensor like each parameter, filled with ``value``.
+
+    The returned tensors are leaves that require gradients; optimise them together
+    with the model's parameters (:func:`meta_train` does this for ``method="metasgd"``).
+    """
+    if value <= 0:
+        raise ValueError(f"the initial inner learning rate must be positive, got {value}")
+    keys = list(params) if keys is None else list(keys)
+    return {k: torch.full_like(params[k].detach(), float(value)).requires_grad_(True) for k in keys}
+
+
+def zero_head_(model: nn.Module) -> nn.Module:
+    """Set the weights and bias of ``model.head`` to zero, in place (the "zero trick").
+
+    Episode labels are a random permutation of ``0..N-1``, so a non-zero initial
+    head prefers arbitrary labels in every task; a zero head starts each task at
+    the uniform prediction, which speeds up meta-training of MAML-type methods
+    (Kao et al., 2022).
+    """
+    with torch.no_grad():
+        for name in head_keys(model):
+            model.get_parameter(name).zero_()
+    return model
+
+
+def _check_keys(params: Params, keys: Sequence[str], what: str) -> None:
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"{what} names parameters that do not exist: {missing[:3]}; "
+                         f"valid names are e.g. {list(params)[:3]}")
+
+
+# --------------------------------------------------------------------------------------
+# The inner loop (Eq. 6)
+# --------------------------------------------------------------------------------------
+
+def sgd_step(params: Params, grads: Params, inner_lr: float, per_param_lr: Params | None = None) -> Params:
+    """One inner gradient step ``φ ← φ − α ∇L(φ)``.
+
+    With ``per_param_lr`` (Meta-SGD, Li et al., 2017, Eq. 2) the step is
+    ``φ ← φ − α ⊙ ∇L(φ)`` with a learned rate for every scalar parameter.
+    """
+    if per_param_lr is None:
+        return {k: params[k] - inner_lr * grads[k] for k in params}
+    return {k: params[k] - per_param_lr[k] * grads[k] for k in params}
+
+
+def adapt(
+    model: nn.Module,
+    params: Params,
+    support_X: torch.Tensor,
+    support_y: torch.Tensor,
+    loss_fn: LossFn,
+    inner_lr: float,
+    num_steps: int,
+    first_order: bool = False,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+) -> Params:
+    """The inner loop: ``num_steps`` gradient steps on the support loss, starting from ``params``.
+
+    Returns the adapted parameters ``φ`` (a new dict; ``params`` is untouched).
+    The gradients come from ``torch.func.grad``, so the result stays a
+    differentiable function of ``params`` (and of ``per_param_lr``): the outer
+    loop back-propagates through the inner loop, which is MAML's second-order
+    meta-gradient. ``first_order=True`` detaches the inner gradients, which drops
+    the second-order term (first-order MAML). ``adapt_keys`` restricts the
+    adaptation to those parameters (ANIL: the head); the others stay fixed.
+    Works unchanged inside ``torch.func.vmap``.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    keys = list(params) if adapt_keys is None else list(adapt_keys)
+    _check_keys(params, keys, "adapt_keys")
+    missing_rates = [] if per_param_lr is None else [k for k in keys if k not in per_param_lr]
+    if missing_rates:
+        raise ValueError(f"per_param_lr needs a learning rate for every adapted parameter; missing {missing_rates[:3]}")
+    fixed = {k: v for k, v in params.items() if k not in keys}
+    fast = {k: params[k] for k in keys}
+
+    def support_loss(fast_params: Params) -> torch.Tensor:
+        return loss_fn(functional_forward(model, {**fixed, **fast_params}, support_X), support_y)
+
+    support_grad = grad(support_loss)
+    for _ in range(num_steps):
+        grads = support_grad(fast)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        fast = sgd_step(fast, grads, inner_lr, per_param_lr)
+    return {**fixed, **fast}
+
+
+# --------------------------------------------------------------------------------------
+# Prototypical networks
+# --------------------------------------------------------------------------------------
+
+def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Class prototypes ``c_k = mean of the support embeddings of class k`` (Snell et al., 2017, Eq. 1).
+
+    Written with a one-hot matrix product so that it also runs inside ``vmap``.
+    """
+    onehot = F.one_hot(labels, n_way).to(embeddings.dtype)  # (n, n_way)
+    return (onehot.T @ embeddings) / onehot.sum(0).unsqueeze(1)
+
+
+def prototype_logits(query_embeddings: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Logits ``−‖f(x) − c_k‖²``: the negative squared Euclidean distance to each prototype (Snell Eq. 2)."""
+    return -((query_embeddings.unsqueeze(1) - protos.unsqueeze(0)) ** 2).sum(-1)
+
+
+def _protonet_outputs(model: nn.Module, params: Params, support_X, support_y, query_X, n_way: int):
+    protos = prototypes(functional_forward(model, params, support_X), support_y, n_way)
+    return prototype_logits(functional_forward(model, params, query_X), protos)
+
+
+# --------------------------------------------------------------------------------------
+# Meta-batches and the two backends
+# --------------------------------------------------------------------------------------
+
+def _stacked(batch: Batch, device: torch.device) -> Episode:
+    if isinstance(batch, Episode):
+        if batch.support_X.dim() < 2 or batch.support_X.shape[0] != batch.query_X.shape[0]:
+            raise ValueError("a single Episode passed as a meta-batch must be stacked (stack_episodes): "
+                             "a leading task dimension on support and query")
+        return batch.to(device)
+    episodes = list(batch)
+    if not episodes:
+        raise ValueError("the meta-batch is empty: give at least one episode")
+    shapes = {(tuple(e.support_X.shape), tuple(e.query_X.shape)) for e in episodes}
+    if len(shapes) > 1:
+        raise ValueError(f"all episodes of a meta-batch must have the same shapes, found {sorted(shapes)[:2]}")
+    return stack_episodes(episodes).to(device)
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """True if ``model`` contains a BatchNorm layer (whose statistics mix the examples of a batch)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _choose_backend(model: nn.Module, backend: str, second_order: bool) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "vmap" and second_order and has_batchnorm(model):
+        warnings.warn(
+            "the vmap backend gives a wrong second-order meta-gradient through BatchNorm in current "
+            "PyTorch (it disagrees with finite differences); using the loop backend instead. "
+            "Use GroupNorm (models.Conv4(norm='group')) to keep vmap.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return "loop"
+    return backend
+
+
+def _over_tasks(task_fn: Callable, tasks: tuple[torch.Tensor, ...], backend: str, randomness: str):
+    """Apply ``task_fn`` to every task (leading dimension of ``tasks``); stack the results."""
+    if backend == "vmap":
+        return vmap(task_fn, randomness=randomness)(*tasks)
+    results = [task_fn(*(t[i] for t in tasks)) for i in range(tasks[0].shape[0])]
+    if isinstance(results[0], dict):
+        return {k: torch.stack([r[k] for r in results]) for k in results[0]}
+    return tuple(torch.stack(parts) for parts in zip(*results))
+
+
+@dataclass
+class MetaOutput:
+    """The meta-objective of a meta-batch: mean query loss, per-task losses and query outputs."""
+
+    loss: torch.Tensor
+    task_losses: torch.Tensor
+    query_outputs: torch.Tensor
+    query_y: torch.Tensor
+
+    def task_metrics(self, metric: Metric) -> list[float]:
+        """``metric(outputs, targets)`` for every task of the batch."""
+        return [metric(o.detach(), y) for o, y in zip(self.query_outputs, self.query_y)]
+
+
+def meta_objective(
+    model: nn.Module,
+    batch: Batch,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    inner_lr: float = 0.4,
+    inner_steps: int = 1,
+    first_order: bool = False,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+    protonet: bool = False,
+    params: Params | None = None,
+    backend: str = "vmap",
+    randomness: str = "different",
+) -> MetaOutput:
+    """The outer objective (review Eq. 5): mean query loss after adapting to each task of ``batch``.
+
+    For each task, :func:`adapt` runs the inner loop on the support set from
+    ``params`` (default: the model's own parameters) and the adapted parameters
+    are scored on the query set. ``protonet=True`` replaces the inner loop by
+    prototypes (Snell et al., 2017). ``backend="loop"`` processes the tasks one
+    by one, ``backend="vmap"`` all at once with ``torch.func.vmap`` (dropout
+    masks differ per task with ``randomness="different"``); both give the same
+    values and gradients. A second-order objective on a model with BatchNorm
+    falls back to the loop with a warning, because ``vmap`` gets its
+    meta-gradient wrong. Call ``.loss.backward()`` for the meta-gradient.
+    """
+    params = params_of(model) if params is None else params
+    b = _stacked(batch, _device(model))
+    second_order = not first_order and not protonet
+    backend = _choose_backend(model, backend, second_order)
+    n_way = int(b.support_y.max()) + 1 if protonet else 0
+
+    def task_fn(sx, sy, qx, qy):
+        if protonet:
+            out = _protonet_outputs(model, params, sx, sy, qx, n_way)
+        else:
+            phi = adapt(model, params, sx, sy, loss_fn, inner_lr, inner_steps, first_order, per_param_lr,
+                        adapt_keys)
+            out = functional_forward(model, phi, qx)
+        return loss_fn(out, qy), out
+
+    losses, outputs = _over_tasks(task_fn, (b.support_X, b.support_y, b.query_X, b.query_y), backend, randomness)
+    return MetaOutput(losses.mean(), losses, outputs, b.query_y)
+
+
+def graph_memory_bytes(output: torch.Tensor) -> int:
+    """Bytes of the tensors that the autograd graph of ``output`` keeps for the backward pass.
+
+    A deterministic measure of what an outer step must hold in memory: for MAML
+    it grows with the number of inner steps (the inner loop is part of the
+    graph), for first-order MAML it does not. Each storage is counted once.
+    """
+    seen_nodes, seen_storages, total = set(), set(), 0
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes:
+            continue
+        seen_nodes.add(node)
+        for attr in dir(node):
+            if not attr.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(node, attr)
+            except RuntimeError:  # already freed by a backward pass
+                continue
+            for t in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    key = (storage.data_ptr(), storage.nbytes())
+                    if key not in seen_storages:
+                        seen_storages.add(key)
+                        total += storage.nbytes()
+        stack += [n for n, _ in node.next_functions]
+    return total
+
+
+def reptile_direction(
+    model: nn.Module,
+    batch: Batch,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    inner_lr: float = 0.4,
+    inner_steps: int = 5,
+    params: Params | None = None,
+    backend: str = "vmap",
+    randomness: str = "different",
+) -> tuple[Params, torch.Tensor]:
+    """Reptile's update direction ``θ − mean_i φ_i`` (Nichol et al., 2018, Alg. 2).
+
+    Each ``φ_i`` is :func:`adapt` run for ``inner_steps`` steps on all of task
+    ``i``'s examples (support and query together; no second-order term). Used as
+    a gradient, an SGD step of size ``ε`` gives ``θ ← θ + ε (mean_i φ_i − θ)``.
+    Returns the direction and the tasks' losses after adaptation.
+    """
+    params = params_of(model) if params is None else params
+    b = _stacked(batch, _device(model))
+    backend = _choose_backend(model, backend, second_order=False)
+
+    def task_fn(sx, sy, qx, qy):
+        X, y = torch.cat([sx, qx]), torch.cat([sy, qy])
+        phi = adapt(model, params, X, y, loss_fn, inner_lr, inner_steps, first_order=True)
+        return {"__loss__": loss_fn(functional_forward(model, phi, X), y), **phi}
+
+    with torch.no_grad():
+        out = _over_tasks(task_fn, (b.support_X, b.support_y, b.query_X, b.query_y), backend, randomness)
+        losses = out.pop("__loss__")
+        direction = {k: params[k].detach() - out[k].mean(0) for k in params}
+    return direction, losses
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation over test episodes
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class EpisodeScores:
+    """Per-episode scores with their mean and 95 % confidence half-width."""
+
+    values: np.ndarray
+    mean: float
+    ci95: float
+
+    @classmethod
+    def from_values(cls, values: Sequence[float] | np.ndarray) -> "EpisodeScores":
+        """The scores of a list of episodes, with their mean and 95 % interval (:func:`mean_confidence_interval`)."""
+        values = np.asarray(values, dtype=float)
+        mean, half = mean_confidence_interval(values)
+        return cls(values, mean, half)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+
+
+def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr) -> dict:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "metasgd" and per_param_lr is None:
+        raise ValueError("method='metasgd' needs per_param_lr: create it with meta.init_per_param_lr(...)")
+    if method == "anil" and adapt_keys is None:
+        adapt_keys = head_keys(model)
+    return {
+        "first_order": method in ("fomaml", "reptile"),
+        "adapt_keys": adapt_keys,
+        "per_param_lr": per_param_lr if method == "metasgd" else None,
+        "protonet": method == "protonet",
+    }
+
+
+def evaluate_episodes(
+    model: nn.Module,
+    episodes: Iterable[Episode],
+    *,
+    method: str = "maml",
+    inner_lr: float = 0.4,
+    inner_steps: int = 1,
+    loss_fn: LossFn = F.cross_entropy,
+    metric: Metric | None = accuracy,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+    backend: str = "vmap",
+    chunk_size: int = 20,
+) -> EpisodeScores:
+    """Meta-test: adapt to each episode's support set, score its query set; mean ± 95 % CI.
+
+    ``method`` picks the adaptation (as in :func:`meta_train`); ``inner_steps``
+    may differ from training (several steps at test time are usual). The score
+    is ``metric`` (default accuracy) or, with ``metric=None``, the query loss
+    (e.g. mean squared error for regression). Adaptation at test time needs no
+    meta-gradient, so it runs without building a graph, ``chunk_size`` episodes
+    at a time. Report over at least 600 episodes, as few-shot papers do.
+    """
+    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    settings["first_order"] = True  # no meta-gradient is needed at test time
+    values: list[float] = []
+    episodes = list(episodes)
+    if len(episodes) < 2:
+        raise ValueError("evaluate_episodes needs at least two episodes for a confidence interval")
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(episodes), chunk_size):
+            chunk = episodes[start : start + chunk_size]
+            with torch.no_grad():
+                out = meta_objective(model, chunk, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
+                                     backend=backend, **settings)
+            values += out.task_metrics(metric) if metric is not None else out.task_losses.tolist()
+    finally:
+        model.train(was_training)
+    return EpisodeScores.from_values(values)
+
+
+# --------------------------------------------------------------------------------------
+# The meta-training loop
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class MetaHistory:
+    """What :func:`meta_train` recorded: per outer step, and per validation round."""
+
+    loss: list[float] = field(default_factory=list)
+    metric: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_metric: list[float] = field(default_factory=list)
+    best_step: int | None = None
+
+
+def meta_gradient_step(
+    model: nn.Module,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    *,
+    method: str = "maml",
+    loss_fn: LossFn = F.cross_entropy,
+    inner_lr: float = 0.4,
+    inner_steps: int = 1,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+    backend: str = "vmap",
+    randomness: str = "different",
+) -> MetaOutput | torch.Tensor:
+    """One outer step of ``method`` on one meta-batch: meta-gradient, then ``optimizer.step()``.
+
+    Returns the :class:`MetaOutput` of the batch (for Reptile, the tasks' losses after adaptation).
+    """
+    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    optimizer.zero_grad(set_to_none=True)
+    if method == "reptile":
+        direction, losses = reptile_direction(model, batch, loss_fn=loss_fn, inner_lr=inner_lr,
+                                              inner_steps=inner_steps, backend=backend, randomness=randomness)
+        for name, p in model.named_parameters():
+            if name in direction:
+                p.grad = direction[name].clone()
+        optimizer.step()
+        return losses
+    out = meta_objective(model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
+                         backend=backend, randomness=randomness, **settings)
+    out.loss.backward()
+    optimizer.step()
+    if settings["per_param_lr"] is not None:
+        with torch.no_grad():  # a negative learning rate would make the inner loop ascend
+            for rate in settings["per_param_lr"].values():
+                rate.clamp_(min=0.0)
+    return out
+
+
+def meta_train(
+    model: nn.Module,
+    sample_batch: Callable[[], Batch],
+    *,
+    method: str = "maml",
+    num_steps: int = 1000,
+    meta_lr: float = 1e-3,
+    inner_lr: float = 0.4,
+    inner_steps: int = 1,
+    loss_fn: LossFn = F.cross_entropy,
+    metric: Metric | None = accuracy,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+    backend: str = "vmap",
+    optimizer: torch.optim.Optimizer | None = None,
+    val_episodes: Sequence[Episode] | None = None,
+    eval_every: int = 100,
+    eval_inner_steps: int | None = None,
+    randomness: str = "different",
+    desc: str = "meta-training",
+) -> MetaHistory:
+    """Meta-train ``model`` with ``method`` for ``num_steps`` outer steps; the one loop for all methods.
+
+    ``sample_batch()`` returns a meta-batch (a list of episodes, e.g.
+    ``lambda: sampler.batch(32)``). Each outer step computes the method's
+    meta-gradient (MAML: through the inner loop; first-order MAML: without its
+    second-order term; ANIL: inner loop on the head only; Meta-SGD: also for
+    the learned rates ``per_param_lr``; Reptile: the direction ``θ − φ``;
+    ProtoNet: through the prototype classifier) and lets ``optimizer`` (default
+    Adam, ``meta_lr``) update the meta-parameters. With ``val_episodes`` the
+    model is scored on them every ``eval_every`` steps and the best state
+    (model and learned rates) is restored at the end: model selection on
+    validation tasks, never on test tasks.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    if optimizer is None:
+        meta_params = [p for p in model.parameters() if p.requires_grad]
+        if settings["per_param_lr"] is not None:
+            meta_params += list(settings["per_param_lr"].values())
+        optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
+    history, best_state, best_score = MetaHistory(), None, -math.inf
+    higher_is_better = metric is not None
+
+    rates = settings["per_param_lr"]
+
+    def snapshot():
+        saved_rates = None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
+        return copy.deepcopy(model.state_dict()), saved_rates
+
+    model.train()
+    for step in runtime.progress(range(1, num_steps + 1), desc=desc):
+        out = meta_gradient_step(model, sample_batch(), optimizer, method=method, loss_fn=loss_fn,
+                                 inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=per_param_lr,
+                                 adapt_keys=adapt_keys, backend=backend, randomness=randomness)
+        if isinstance(out, MetaOutput):
+            history.loss.append(out.loss.item())
+            if metric is not None:
+                history.metric.append(float(np.mean(out.task_metrics(metric))))
+        else:
+            history.loss.append(out.mean().item())
+        if val_episodes is not None and (step % eval_every == 0 or step == num_steps):
+            scores = evaluate_episodes(
+                model, val_episodes, method=method, inner_lr=inner_lr,
+                inner_steps=inner_steps if eval_inner_steps is None else eval_inner_steps,
+                loss_fn=loss_fn, metric=metric, per_param_lr=per_param_lr, adapt_keys=adapt_keys, backend=backend)
+            history.val_step.append(step)
+            history.val_metric.append(scores.mean)
+            score = scores.mean if higher_is_better else -scores.mean
+            if score > best_score:
+                best_score, history.best_step, best_state = score, step, snapshot()
+            model.train()
+    if best_state is not None:
+        model.load_state_dict(best_state[0])
+        if rates is not None:
+            with torch.no_grad():
+                for k, v in best_state[1].items():
+                    rates[k].copy_(v)
+    return history
+
+
+# --------------------------------------------------------------------------------------
+# Adapted curves (drawn by viz.plot_sinusoid_adaptation and widgets.sinusoid_explorer)
+# --------------------------------------------------------------------------------------
+
+def adapted_predictions(
+    model: nn.Module,
+    support_X: torch.Tensor,
+    support_y: torch.Tensor,
+    x: torch.Tensor,
+    steps: Sequence[int],
+    inner_lr: float,
+    loss_fn: LossFn = F.mse_loss,
+) -> dict[int, torch.Tensor]:
+    """Predictions on ``x`` after each number of inner steps in ``steps`` (for adapted-curve plots)."""
+    device = _device(model)
+    params = params_of(model)
+    support_X, support_y, x = support_X.to(device), support_y.to(device), x.to(device)
+    curves = {}
+    with torch.no_grad():
+        for n in sorted(set(int(s) for s in steps)):
+            phi = adapt(model, params, support_X, support_y, loss_fn, inner_lr, n, first_order=True)
+            curves[n] = functional_forward(model, phi, x).squeeze(-1).cpu()
+    return curves

@@ -1,0 +1,698 @@
+"""Meta-transfer learning (Sun et al., 2019) and fine-tuning vs frozen representations (Chua et al., 2021).
+
+**Chapter 5 -- meta-transfer learning (MTL).** A deep backbone is first trained
+on all meta-training classes as one ordinary classification problem (phase 1,
+:func:`pretrain_backbone`); its classifier is discarded and its weights
+``Θ = {W, b}`` are frozen. Meta-training (phase 2, :func:`meta_transfer_train`)
+then learns, across few-shot tasks, only light-weight **scaling and shifting**
+(SS) parameters of every convolution (Sun et al., 2019, Eq. 7)::
+
+    SS(X; W, b; Φ_S1, Φ_S2) = (W ⊙ Φ_S1) X + (b + Φ_S2),
+
+with ``Φ_S1`` initialised to ones and ``Φ_S2`` to zeros, together with the
+initialisation of a linear classifier ``θ``. The inner loop adapts only ``θ``
+on the support set (gradient steps, as in ANIL); the outer loop updates SS and
+the classifier's initialisation on the query set. At meta-test (phase 3,
+:func:`meta_test`) SS is fixed and only the classifier adapts.
+
+Two SS variants (:data:`SS_MODES`): ``"channel"`` scales each output filter as
+a whole (one ``Φ_S1`` per output channel, the paper's description), ``"pair"``
+scales each 2-D kernel ``W[o, i]`` (one ``Φ_S1`` per (output, input) channel
+pair, the shape used in the authors' released code). Both have one shift per
+output channel.
+
+The **hard-task (HT) meta-batch** is reconstructed here, because the authors'
+code never shipped it; see :func:`failure_classes`, :func:`hard_task_batch` and
+:func:`meta_transfer_train` for exactly what we do.
+
+**Chapter 6 -- fine-tuning vs frozen representations.** A linear model of
+Chua, Lei and Lee (2021): every task ``t`` uses its own slightly perturbed
+representation ``B + Δ_t`` (``‖Δ_t‖_F = δ``) and a linear head ``w_t``, so its
+regression vector is ``β_t = (B + Δ_t) w_t``. :func:`learn_representation`
+estimates the shared subspace from source tasks; on a target task
+:func:`fit_alone` ignores it, :func:`fit_frozen` keeps it frozen and fits only
+the head, :func:`fit_finetuned` starts from it and lets the representation
+move (a penalty on how far it moves). All three are closed forms.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from . import meta, runtime, store, training
+from .data import Episode, EpisodeSampler, LabelledSet, split_examples
+from .models import functional_forward, make_norm
+from .transfer import extract_features
+
+SS_MODES = ("channel", "pair")
+"""Granularity of the SS scale: per output channel (paper) or per (output, input) channel pair (code)."""
+BACKBONE_MODES = ("ss", "ss-pair", "fine-tune", "frozen")
+"""How :func:`mtl_model` treats the pre-trained backbone during meta-training."""
+
+# --------------------------------------------------------------------------------------
+# A small ResNet-12
+# --------------------------------------------------------------------------------------
+
+
+class ResBlock(nn.Module):
+    """One ResNet-12 block: three 3×3 convolutions with a 1×1 shortcut, then 2×2 max-pooling."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "group") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm1 = make_norm(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = make_norm(norm, out_channels)
+        self.conv3 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm3 = make_norm(norm, out_channels)
+        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                      make_norm(norm, out_channels))
+        self.act = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.norm1(self.conv1(x)))
+        out = self.act(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        return self.pool(self.act(out + self.shortcut(x)))
+
+
+class ResNet12(nn.Module):
+    """The ResNet-12 of few-shot learning (four residual blocks), narrow enough for a CPU if asked.
+
+    ``channels=(64, 160, 320, 640)`` is the backbone of Sun et al. (2019); the
+    course's quick profile uses ``(16, 32, 64, 128)`` on 28×28 glyphs. Blocks are
+    ``block1 .. block4``; features are globally average-pooled, so
+    ``feature_dim = channels[-1]`` for any image size ≥ 16. ``out_features`` adds a
+    linear ``head``; ``None`` makes it a feature extractor.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (64, 160, 320, 640),
+                 out_features: int | None = None, norm: str = "group") -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if len(channels) != 4 or min(channels) < 1:
+            raise ValueError(f"ResNet12 needs four positive channel widths, got {channels}")
+        widths = [in_channels, *channels]
+        for i in range(4):
+            self.add_module(f"block{i + 1}", ResBlock(widths[i], widths[i + 1], norm))
+        self.in_channels, self.feature_dim = in_channels, channels[-1]
+        self.head = nn.Linear(self.feature_dim, out_features) if out_features else nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ResNet12 expects images of shape (batch, {self.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < 16:
+            raise ValueError("ResNet12 pools four times by 2: images must be at least 16×16, "
+                             f"got {tuple(x.shape[-2:])}")
+        for i in range(4):
+            x = getattr(self, f"block{i + 1}")(x)
+        return x.mean(dim=(-2, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# --------------------------------------------------------------------------------------
+# Scaling and shifting (Sun et al., 2019, Eq. 7)
+# --------------------------------------------------------------------------------------
+
+
+def ss_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor,
+              shift: torch.Tensor, stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """``SS(X; W, b; Φ_S1, Φ_S2) = (W ⊙ Φ_S1) X + (b + Φ_S2)`` (Sun et al., 2019, Eq. 7).
+
+    ``scale`` (``Φ_S1``) broadcasts against ``weight`` (shape ``(out, in, kh, kw)``):
+    ``(out, 1, 1, 1)`` scales whole filters, ``(out, in, 1, 1)`` each 2-D kernel.
+    ``shift`` (``Φ_S2``) has one entry per output channel; a missing ``bias`` counts as zero.
+    """
+    if shift.shape != (weight.shape[0],):
+        raise ValueError(f"shift needs one value per output channel, shape ({weight.shape[0]},); "
+                         f"got {tuple(shift.shape)}")
+    if scale.dim() != 4 or scale.shape[0] != weight.shape[0] or scale.shape[2:] != (1, 1) or \
+            scale.shape[1] not in (1, weight.shape[1]):
+        raise ValueError(f"scale must have shape ({weight.shape[0]}, 1, 1, 1) or "
+                         f"({weight.shape[0]}, {weight.shape[1]}, 1, 1); got {tuple(scale.shape)}")
+    b = shift if bias is None else bias + shift
+    return F.conv2d(x, weight * scale, b, stride, padding, dilation, groups)
+
+
+class SSConv2d(nn.Module):
+    """A frozen ``nn.Conv2d`` modulated by learnable scaling ``Φ_S1`` (init 1) and shifting ``Φ_S2`` (init 0).
+
+    ``per="channel"``: one scale per output channel (the paper's description);
+    ``per="pair"``: one scale per (output, input) channel pair (the authors' code).
+    The wrapped convolution's ``weight`` and ``bias`` never receive gradients.
+    """
+
+    def __init__(self, conv: nn.Conv2d, per: str = "channel") -> None:
+        super().__init__()
+        if per not in SS_MODES:
+            raise ValueError(f"per must be one of {SS_MODES}, got {per!r}")
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"SSConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
+        self.conv = conv.requires_grad_(False)
+        out_c, in_c = conv.weight.shape[:2]
+        shape = (out_c, 1, 1, 1) if per == "channel" else (out_c, in_c, 1, 1)
+        self.per = per
+        self.scale = nn.Parameter(torch.ones(shape, device=conv.weight.device))
+        self.shift = nn.Parameter(torch.zeros(out_c, device=conv.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return ss_conv2d(x, c.weight, c.bias, self.scale, self.shift, c.stride, c.padding, c.dilation, c.groups)
+
+
+def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def wrap_with_ss(backbone: nn.Module, per: str = "channel") -> nn.Module:
+    """A copy of ``backbone`` with every ``nn.Conv2d`` wrapped in :class:`SSConv2d` and all else frozen.
+
+    Every pre-trained parameter (convolutions, normalisation, head) gets
+    ``requires_grad=False``; only the SS scales and shifts are trainable. The
+    input ``backbone`` is not modified.
+    """
+    if per not in SS_MODES:
+        raise ValueError(f"per must be one of {SS_MODES}, got {per!r}")
+    model = copy.deepcopy(backbone).requires_grad_(False)
+    convs = _convs(model)
+    if not convs:
+        raise ValueError("the backbone has no nn.Conv2d to wrap with scaling and shifting")
+    for name, conv in convs:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, SSConv2d(conv, per))
+    return model
+
+
+def ss_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the SS parameters (scales and shifts) of a model made by :func:`wrap_with_ss`."""
+    wrapped = [name for name, m in model.named_modules() if isinstance(m, SSConv2d)]
+    return [f"{name}.{p}" for name in wrapped for p in ("scale", "shift")]
+
+
+def touched_parameters(backbone: nn.Module) -> dict[str, int]:
+    """Parameters each method changes in the backbone's convolutions (the chapter's counting table).
+
+    ``"fine-tuning"``: every weight and bias, ``out·in·kh·kw (+ out)`` per layer;
+    ``"SS (channel)"``: ``2·out`` per layer; ``"SS (pair)"``: ``out·in + out`` per layer.
+    Normalisation layers and the classifier are not counted (both methods treat them alike).
+    """
+    convs = [m for _, m in _convs(backbone)]  # also finds the convolutions inside SSConv2d wrappers
+    if not convs:
+        raise ValueError("the backbone has no convolutions to count")
+    counts = {"fine-tuning": 0, "SS (channel)": 0, "SS (pair)": 0}
+    for c in convs:
+        out_c, in_c = c.weight.shape[:2]
+        counts["fine-tuning"] += c.weight.numel() + (c.bias.numel() if c.bias is not None else 0)
+        counts["SS (channel)"] += 2 * out_c
+        counts["SS (pair)"] += out_c * in_c + out_c
+    return counts
+
+
+# --------------------------------------------------------------------------------------
+# Phase 1: large-scale training; phase 2 model
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Settings of phase 1; all of them name the cache file. Defaults: the quick profile (narrow ResNet-12)."""
+
+    channels: tuple[int, ...] = (8, 16, 32, 64)
+    norm: str = "group"
+    num_epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 64
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def file_stem(self) -> str:
+        widths = "-".join(str(c) for c in self.channels)
+        return (f"mtl-resnet12-{widths}-{self.norm}-e{self.num_epochs}-lr{self.lr:g}-b{self.batch_size}"
+                f"-v{self.val_fraction:g}-s{self.seed}")
+
+
+def pretrain_backbone(data: LabelledSet, classes: Sequence[int], config: PretrainConfig = PretrainConfig(),
+                      device: torch.device | None = None) -> ResNet12:
+    """Phase 1: train a ResNet-12 to classify all meta-training ``classes`` at once, then discard its classifier.
+
+    A ``val_fraction`` of each class's examples selects the best epoch
+    (:func:`mtl_course.training.fit`). The returned backbone has
+    ``head = nn.Identity()`` and outputs ``feature_dim`` features.
+    """
+    return _pretrain(data, classes, config, device)[0]
+
+
+def _pretrain(data: LabelledSet, classes: Sequence[int], config: PretrainConfig,
+              device: torch.device | None = None,
+              max_steps: int | None = None) -> tuple[ResNet12, training.History]:
+    device = device or runtime.get_device()
+    train, val, _ = split_examples(data.subset(classes), (1 - config.val_fraction, config.val_fraction, 0.0),
+                                   seed=config.seed)
+    runtime.seed_everything(config.seed)
+    model = ResNet12(data.X.shape[1], config.channels, out_features=len(classes), norm=config.norm).to(device)
+    record = training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=config.num_epochs, lr=config.lr,
+                          batch_size=config.batch_size, seed=config.seed, max_steps=max_steps,
+                          desc="phase 1: large-scale training")
+    model.head = nn.Identity()
+    return model.eval(), record
+
+
+# The quick profile's phase-1 network lives in the trained-model store (`make models`).
+BACKBONE_MODEL_NAME = "glyphs-mtl-resnet12"
+
+
+def _glyphs_meta_training_classes() -> tuple[LabelledSet, list[int]]:
+    """Chapter 5's quick-profile data: Glyphs and its meta-training alphabets' classes."""
+    from .data import load_glyphs, split_classes
+
+    data = load_glyphs()
+    return data, [int(c) for c in split_classes(data, by="group", seed=0).train]
+
+
+def train_backbone_recipe(config: dict, seed: int, max_steps: int | None = None,
+                          device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for Chapter 5's phase 1: :func:`pretrain_backbone` on the Glyphs meta-training classes."""
+    settings = PretrainConfig(**{**config, "channels": tuple(config["channels"])}, seed=seed)
+    data, classes = _glyphs_meta_training_classes()
+    model, history = _pretrain(data, classes, settings, device, max_steps)
+    return store.Trained(model, {"val_acc": history.best_val_metric}, history.step_loss,
+                         {"classes": classes, "epoch_train_loss": history.train_loss,
+                          "epoch_val_acc": history.val_metric})
+
+
+def build_backbone(config: dict) -> ResNet12:
+    """The untrained phase-1 backbone of a stored model (its classifier already dropped)."""
+    model = ResNet12(1, tuple(config["channels"]), norm=config["norm"])
+    return model
+
+
+BACKBONE_RECIPE = store.register(store.Recipe(
+    name=BACKBONE_MODEL_NAME, chapter=5, train=train_backbone_recipe, build=build_backbone,
+    config={k: v for k, v in asdict(PretrainConfig()).items() if k != "seed"}, seed=PretrainConfig().seed,
+    version=1, description="ResNet-12 trained to classify every character of the Glyphs meta-training alphabets"))
+
+
+def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: PretrainConfig = PretrainConfig(),
+                        device: torch.device | None = None) -> ResNet12:
+    """:func:`pretrain_backbone`: from the trained-model store, or trained once and cached.
+
+    The default settings on Glyphs (the quick profile) are the store's model
+    :data:`BACKBONE_MODEL_NAME`, trained by ``make models`` and never retrained
+    here (a missing or stale file raises :class:`mtl_course.store.StoreError`).
+    Other settings are cached under ``runtime.data_dir("models")`` in a file
+    named after every setting, a fingerprint of the images and labels, and what
+    changes the last bits of trained weights (:func:`runtime.compute_tag`).
+    """
+    device = device or runtime.get_device()
+    if config == PretrainConfig() and data.X.shape[1] == 1:
+        stored = store.load(BACKBONE_MODEL_NAME, device)
+        if stored.entry["extra"]["classes"] != [int(c) for c in classes]:
+            raise store.StoreError(f"the stored {BACKBONE_MODEL_NAME!r} was trained on other classes than the "
+                                   f"ones asked for; run `make models MODEL={BACKBONE_MODEL_NAME}`, or pass "
+                                   "another PretrainConfig to train one for these classes")
+        return stored.model
+    digest = hashlib.sha1(data.X.numpy().tobytes())
+    digest.update(np.asarray(classes, dtype=np.int64).tobytes())
+    path = runtime.data_dir("models") / (f"{config.file_stem()}-data{digest.hexdigest()[:10]}-"
+                                         f"{runtime.compute_tag(device)}.pt")
+    model = ResNet12(data.X.shape[1], config.channels, norm=config.norm)
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.to(device).eval()
+        except (OSError, RuntimeError, EOFError):
+            pass  # unreadable: train again
+    model = pretrain_backbone(data, classes, config, device)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, temporary)
+    os.replace(temporary, path)
+    return model
+
+
+def mtl_model(backbone: nn.Module, n_way: int, mode: str = "ss") -> nn.Module:
+    """The phase-2 network: a copy of the pre-trained ``backbone`` and a new zero-initialised classifier ``head``.
+
+    ``mode`` (:data:`BACKBONE_MODES`): ``"ss"``/``"ss-pair"`` wrap the frozen
+    backbone with SS per channel / per channel pair; ``"fine-tune"`` leaves every
+    backbone weight trainable (meta-learned like MAML's outer loop, but with
+    the same head-only inner loop); ``"frozen"`` trains nothing but the head.
+    """
+    if mode not in BACKBONE_MODES:
+        raise ValueError(f"mode must be one of {BACKBONE_MODES}, got {mode!r}")
+    dim = getattr(backbone, "feature_dim", None)
+    if dim is None:
+        raise ValueError("mtl_model needs a backbone with a `feature_dim` attribute (e.g. ResNet12)")
+    if mode in ("ss", "ss-pair"):
+        model = wrap_with_ss(backbone, "channel" if mode == "ss" else "pair")
+    else:
+        model = copy.deepcopy(backbone).requires_grad_(mode == "fine-tune")
+    device = next(backbone.parameters()).device
+    model.head = nn.Linear(dim, n_way).to(device)
+    nn.init.zeros_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# The hard-task meta-batch (our reconstruction)
+# --------------------------------------------------------------------------------------
+
+
+def class_accuracies(logits: torch.Tensor, y: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Accuracy on the query examples of each class ``0 .. n_way-1`` of one task."""
+    correct = (logits.argmax(-1) == y).float()
+    counts = torch.bincount(y, minlength=n_way).clamp(min=1)
+    return torch.bincount(y, weights=correct, minlength=n_way) / counts
+
+
+def failure_classes(query_outputs: torch.Tensor, query_y: torch.Tensor, classes: Sequence[Sequence[int]]) -> list[int]:
+    """Each task's **failure class**: the class with the lowest query accuracy (Sun et al., 2019, Sec. 4.2).
+
+    ``query_outputs`` and ``query_y`` have a leading task dimension; ``classes[i]``
+    maps task ``i``'s labels to original class ids. Ties in accuracy go to the
+    class whose query examples get the lower mean probability of their true label.
+    """
+    found = []
+    for out, y, ids in zip(query_outputs.detach(), query_y, classes):
+        n_way = len(ids)
+        acc = class_accuracies(out, y, n_way)
+        p_true = out.softmax(-1).gather(1, y[:, None]).squeeze(1)
+        counts = torch.bincount(y, minlength=n_way).clamp(min=1)
+        confidence = torch.bincount(y, weights=p_true, minlength=n_way) / counts
+        order = sorted(range(n_way), key=lambda c: (acc[c].item(), confidence[c].item()))
+        found.append(int(ids[order[0]]))
+    return found
+
+
+def hard_task_batch(data: LabelledSet, failures: Sequence[int], pool: Sequence[int], num_tasks: int, n_way: int,
+                    k_shot: int, q_queries: int, rng: np.random.Generator) -> list[Episode]:
+    """Re-sample ``num_tasks`` harder tasks around the failure classes (our HT reconstruction).
+
+    Each hard task takes ``min(n_way, #distinct failures)`` distinct classes
+    drawn from ``failures``, fills the remaining ways with other classes of the
+    meta-training ``pool``, and draws *fresh* support and query examples of
+    those classes (so the model does not see the same drawings again).
+    """
+    distinct = sorted(set(int(c) for c in failures))
+    if not distinct:
+        raise ValueError("hard_task_batch needs at least one failure class")
+    outside = [c for c in pool if c not in distinct]
+    if len(outside) < n_way:
+        raise ValueError(f"the class pool is too small to fill {n_way}-way hard tasks")
+    episodes = []
+    for _ in range(num_tasks):
+        hard = list(rng.choice(distinct, size=min(n_way, len(distinct)), replace=False))
+        rest = list(rng.choice(outside, size=n_way - len(hard), replace=False))
+        sampler = EpisodeSampler(data, hard + rest, n_way, k_shot, q_queries, seed=int(rng.integers(2**31)))
+        episode = sampler.sample()
+        episode.info["hard_classes"] = [int(c) for c in hard]
+        episodes.append(episode)
+    return episodes
+
+
+# --------------------------------------------------------------------------------------
+# Phase 2: meta-training SS and the classifier; phase 3: meta-test
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetaTransferHistory:
+    """What :func:`meta_transfer_train` recorded (``tasks``: meta-training tasks seen at each validation)."""
+
+    loss: list[float] = field(default_factory=list)
+    tasks: list[int] = field(default_factory=list)
+    val_metric: list[float] = field(default_factory=list)
+    hard_batches: int = 0
+    failures: list[int] = field(default_factory=list)
+    best_tasks: int | None = None
+
+
+def task_loss(model: nn.Module, episode: Episode, inner_lr: float,
+              inner_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One task of phase 2: adapt the classifier ``θ`` on the support set, return the query loss and logits.
+
+    The base learner (Sun et al., 2019, Eq. 3) takes ``inner_steps`` gradient
+    steps ``θ' = θ − α ∇_θ L(support)`` with :func:`mtl_course.meta.adapt` on the
+    ``head`` alone, on support features computed once through the (SS-modulated)
+    backbone; the query loss stays differentiable in SS and in ``θ``'s
+    initialisation (second order through the inner loop). Support and query go
+    through the backbone together, which is exact for per-example normalisation
+    (GroupNorm, the course default), not for BatchNorm.
+    """
+    n_support = len(episode.support_y)
+    feats = model.features(torch.cat([episode.support_X, episode.query_X]))
+    theta = dict(model.head.named_parameters())
+    phi = meta.adapt(model.head, theta, feats[:n_support], episode.support_y, F.cross_entropy, inner_lr, inner_steps)
+    logits = functional_forward(model.head, phi, feats[n_support:])
+    return F.cross_entropy(logits, episode.query_y), logits
+
+
+def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batches: int = 100,
+                        tasks_per_batch: int = 4, meta_lr: float = 1e-3, inner_lr: float = 1.0,
+                        inner_steps: int = 10, hard_tasks: bool = False, ht_every: int = 2,
+                        val: tuple[LabelledSet, Sequence[int]] | None = None, num_val_episodes: int = 200,
+                        val_queries: int = 15, eval_every: int = 10, seed: int = 0) -> MetaTransferHistory:
+    """Phase 2: meta-train every trainable parameter of ``model`` (SS and the classifier's initialisation).
+
+    Each outer step takes a meta-batch of ``tasks_per_batch`` tasks, adapts the
+    ``head`` alone on each support set (:func:`task_loss`, the base learner) and
+    updates the trainable parameters with Adam on the mean query loss (the meta
+    learner, Sun et al., 2019, Eqs. 4-5). Frozen weights never change.
+
+    **HT meta-batch (our reconstruction; the official code has none).** With
+    ``hard_tasks=True``, after every ``ht_every`` regular meta-batches we take
+    the failure class of each of their tasks (:func:`failure_classes`: lowest
+    class-level query accuracy after adaptation), and the next meta-batch is
+    ``tasks_per_batch`` hard tasks re-sampled around those classes
+    (:func:`hard_task_batch`). Hard batches count towards ``num_batches``, so
+    HT and random sampling see the same number of tasks. With
+    ``val=(data, classes)``, the model is scored on ``num_val_episodes`` fixed
+    validation episodes (``val_queries`` queries per class) every ``eval_every`` batches and the best state is
+    restored at the end (model selection on validation classes only); it is
+    also scored before the first step, so "no meta-training" can win.
+    """
+    if num_batches < 1 or tasks_per_batch < 1 or ht_every < 1:
+        raise ValueError("num_batches, tasks_per_batch and ht_every must all be >= 1")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has nothing to meta-train: build it with mtl_model(..., mode='ss')")
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(trainable, lr=meta_lr)
+    rng = runtime.rng(seed)
+    history, recent, regular_since_hard = MetaTransferHistory(), [], 0
+    best_state, best_score, tasks_seen = None, -math.inf, 0
+    def validate() -> None:
+        nonlocal best_state, best_score
+        score = meta_test(model, *val, num_episodes=num_val_episodes, n_way=sampler.n_way, k_shot=sampler.k_shot,
+                          q_queries=val_queries, inner_lr=inner_lr, inner_steps=inner_steps, seed=seed).mean
+        history.tasks.append(tasks_seen)
+        history.val_metric.append(score)
+        if score > best_score:
+            best_score, history.best_tasks = score, tasks_seen
+            best_state = copy.deepcopy(model.state_dict())
+        model.train()
+
+    if val is not None:
+        validate()  # the starting point: pre-trained backbone, untouched SS, zero classifier
+    model.train()
+    for step in runtime.progress(range(1, num_batches + 1), desc="phase 2: meta-training"):
+        is_hard = hard_tasks and regular_since_hard >= ht_every
+        if is_hard:
+            batch = hard_task_batch(sampler.data, recent, sampler.classes, tasks_per_batch, sampler.n_way,
+                                    sampler.k_shot, sampler.q_queries, rng)
+            history.hard_batches += 1
+            history.failures += recent
+            recent, regular_since_hard = [], 0
+        else:
+            batch = sampler.batch(tasks_per_batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses, logits = zip(*(task_loss(model, e.to(device), inner_lr, inner_steps) for e in batch))
+        loss = torch.stack(losses).mean()
+        loss.backward()
+        optimizer.step()
+        if hard_tasks and not is_hard:
+            recent += failure_classes(torch.stack(logits), torch.stack([e.query_y for e in batch]).to(device),
+                                      [e.classes for e in batch])
+            regular_since_hard += 1
+        history.loss.append(loss.item())
+        tasks_seen += len(batch)
+        if val is not None and (step % eval_every == 0 or step == num_batches):
+            validate()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def meta_test(model: nn.Module, data: LabelledSet, classes: Sequence[int], *, num_episodes: int = 600,
+              n_way: int = 5, k_shot: int = 1, q_queries: int = 15, inner_lr: float = 1.0, inner_steps: int = 10,
+              seed: int = 0) -> meta.EpisodeScores:
+    """Phase 3: SS fixed, only the classifier adapts; query accuracy mean ± 95 % CI over ``num_episodes``.
+
+    With SS fixed the backbone is a fixed function, so the images of
+    ``classes`` are embedded once (:func:`mtl_course.transfer.extract_features`)
+    and each episode adapts a copy of the meta-learned ``head`` on its support
+    features (:func:`mtl_course.meta.evaluate_episodes`), exactly as the full
+    model would, at a fraction of the cost.
+    """
+    subset = data.subset(classes)
+    features = LabelledSet(extract_features(model, subset.X), subset.y, subset.class_names)
+    episodes = EpisodeSampler(features, None, n_way, k_shot, q_queries, seed=seed).batch(num_episodes)
+    head = copy.deepcopy(model.head).requires_grad_(True)
+    return meta.evaluate_episodes(head, episodes, method="maml", inner_lr=inner_lr, inner_steps=inner_steps)
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 6: fine-tuning vs frozen representations (linear, closed forms)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearTask:
+    """One regression task ``y = x^T β + ε`` with ``β = (B + Δ) w`` (its representation is ``B + Δ``)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    beta: np.ndarray
+
+
+def perturbed_task(B: np.ndarray, delta: float, n: int, noise: float, rng: np.random.Generator) -> LinearTask:
+    """A task whose representation is ``B + Δ`` with a random direction ``Δ`` of Frobenius norm ``delta``.
+
+    ``x ~ N(0, I_d)``, head ``w ~ N(0, I_k)``, targets ``y = x^T (B + Δ) w + N(0, noise²)``.
+    """
+    if delta < 0 or noise < 0 or n < 1:
+        raise ValueError("delta and noise must be >= 0 and n >= 1")
+    d, k = B.shape
+    D = rng.standard_normal((d, k))
+    D *= delta / np.linalg.norm(D)
+    beta = (B + D) @ rng.standard_normal(k)
+    X = rng.standard_normal((n, d))
+    return LinearTask(X, X @ beta + noise * rng.standard_normal(n), beta)
+
+
+def learn_representation(tasks: Sequence[LinearTask], k: int) -> np.ndarray:
+    """The shared representation from source tasks: top-``k`` left singular vectors of their least-squares ``β̂_t``.
+
+    Returns an orthonormal ``(d, k)`` basis ``B̂``.
+    """
+    betas = np.stack([np.linalg.lstsq(t.X, t.y, rcond=None)[0] for t in tasks], axis=1)
+    if k > min(betas.shape):
+        raise ValueError(f"cannot extract a {k}-dimensional representation from {betas.shape[1]} tasks "
+                         f"in {betas.shape[0]} dimensions; use more source tasks or a smaller k")
+    return np.linalg.svd(betas, full_matrices=False)[0][:, :k]
+
+
+def _generalised_ridge(X: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(X.T @ X + penalty, X.T @ y)
+
+
+def _loo_error(X: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> float:
+    """Leave-one-out squared error of a generalised ridge fit, in closed form."""
+    A = np.linalg.solve(X.T @ X + penalty, X.T)
+    H = X @ A
+    residuals = (y - H @ y) / (1.0 - np.clip(np.diag(H), None, 1 - 1e-9))
+    return float(np.mean(residuals ** 2))
+
+
+LAMBDAS = tuple(10.0 ** np.arange(-1, 4.5, 0.5))
+"""Penalty grid searched by leave-one-out cross-validation on the target's own examples."""
+
+
+def _select(X: np.ndarray, y: np.ndarray, shape: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    errors = [_loo_error(X, y, lam * shape + floor) for lam in LAMBDAS]
+    return _generalised_ridge(X, y, LAMBDAS[int(np.argmin(errors))] * shape + floor)
+
+
+def fit_alone(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Learn the target alone: ridge regression in all ``d`` dimensions, ``λ`` by leave-one-out CV."""
+    d = X.shape[1]
+    return _select(X, y, np.eye(d), np.zeros((d, d)))
+
+
+def fit_frozen(X: np.ndarray, y: np.ndarray, B: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """Frozen representation: fit only the head ``w`` on features ``X B``; returns ``β = B ŵ``."""
+    Z = X @ B
+    w = np.linalg.solve(Z.T @ Z + ridge * np.eye(B.shape[1]), Z.T @ y)
+    return B @ w
+
+
+def fit_finetuned(X: np.ndarray, y: np.ndarray, B: np.ndarray, lam: float | None = None) -> np.ndarray:
+    """Fine-tune the representation: ``β = B w + v`` with penalty ``λ ‖v‖²``, ``v`` the change the representation makes.
+
+    Moving the representation from ``B`` to ``B + Δ`` changes the regression
+    vector by ``v = Δ w``; the smallest ``‖Δ‖_F`` that does so is ``‖v‖/‖w‖``, so
+    penalising how far fine-tuning moves the representation is a ridge penalty
+    on the part of ``β`` outside ``span(B)``: ``β̂ = (XᵀX + λ P_⊥)⁻¹ Xᵀy`` with
+    ``P_⊥ = I − B Bᵀ`` (``B`` orthonormal). ``λ → ∞`` gives :func:`fit_frozen`,
+    ``λ → 0`` least squares. ``lam=None`` picks ``λ`` by leave-one-out CV.
+    """
+    d = X.shape[1]
+    P = np.eye(d) - B @ B.T
+    floor = 1e-6 * np.eye(d)
+    if lam is None:
+        return _select(X, y, P, floor)
+    return _generalised_ridge(X, y, lam * P + floor)
+
+
+def excess_risk(beta_hat: np.ndarray, beta: np.ndarray) -> float:
+    """Excess test error ``E[(xᵀβ̂ − xᵀβ)²] = ‖β̂ − β‖²`` for ``x ~ N(0, I)``."""
+    return float(np.sum((beta_hat - beta) ** 2))
+
+
+def compare_representations(deltas: Sequence[float], ns: Sequence[int], *, d: int = 40, k: int = 4,
+                            num_source: int = 100, n_source: int = 200, num_target: int = 30,
+                            noise: float = 0.5, seed: int = 0) -> list[dict]:
+    """Excess risk of alone / frozen / fine-tuned on target tasks, for each ``δ`` and target size ``n``.
+
+    For each ``δ``: draw a shared orthonormal ``B`` (``d×k``), ``num_source`` source
+    tasks of ``n_source`` examples each, learn ``B̂`` (:func:`learn_representation`),
+    then ``num_target`` target tasks per ``n``. Returns one row per (δ, n, method)
+    with the mean excess risk.
+    """
+    with threadpool_limits(1):  # tiny matrices: BLAS threads only add overhead
+        return _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed)
+
+
+def _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed) -> list[dict]:
+    rng = runtime.rng(seed)
+    rows = []
+    for delta in deltas:
+        B = np.linalg.qr(rng.standard_normal((d, k)))[0]
+        sources = [perturbed_task(B, delta, n_source, noise, rng) for _ in range(num_source)]
+        B_hat = learn_representation(sources, k)
+        for n in ns:
+            risks: dict[str, list[float]] = {"alone": [], "frozen": [], "fine-tuned": []}
+            for _ in range(num_target):
+                t = perturbed_task(B, delta, n, noise, rng)
+                risks["alone"].append(excess_risk(fit_alone(t.X, t.y), t.beta))
+                risks["frozen"].append(excess_risk(fit_frozen(t.X, t.y, B_hat), t.beta))
+                risks["fine-tuned"].append(excess_risk(fit_finetuned(t.X, t.y, B_hat), t.beta))
+            rows += [{"delta": float(delta), "n": int(n), "method": m, "risk": float(np.mean(v))}
+                     for m, v in risks.items()]
+    return rows
+
+
+def plot_representation_comparison(ax, rows: Sequence[dict], delta: float):
+    """One panel of Chapter 6's figure: excess risk against target size ``n`` for each method, at one ``δ``."""
+    for method, style in (("alone", "o-"), ("frozen", "s-"), ("fine-tuned", "^-")):
+        points = sorted((r["n"], r["risk"]) for r in rows if r["method"] == method and r["delta"] == delta)
+        ax.plot(*zip(*points), style, label=method)
+    ax.set(xscale="log", yscale="log", xlabel="target examples n", ylabel="excess risk ‖β̂ − β‖²",
+           title=f"δ = {delta}")
+    ax.legend()
+    return ax

@@ -1,0 +1,64 @@
+"""Multi-task learning: sharing architectures, loss weighting, gradient combination and Δp.
+
+* :mod:`.architectures` — hard sharing (:class:`HardSharing`), soft sharing
+  (:class:`SoftSharing`), cross-stitch networks (:class:`CrossStitch`), task heads;
+* :mod:`.weighting` — equal, uncertainty (Kendall et al., 2018), DWA (Liu et al., 2019),
+  GradNorm (Chen et al., 2018);
+* :mod:`.gradients` — PCGrad, MGDA, CAGrad on the task-gradient matrix ``G``,
+  gradient cosine similarity, ``G`` from a model's losses and back;
+* :mod:`.train` — the one multi-task training loop, single-task baselines, Δp;
+* :mod:`.data` — heterogeneous multi-task sets built from Glyphs, a two-glyph
+  overlay set, and a noisy two-task regression;
+* :mod:`.toy` — the two-task toy problem of the CAGrad paper and its explorer widget.
+"""
+from .architectures import CrossStitch, CrossStitchUnit, HardSharing, SoftSharing, lenet_trunk, make_head
+from .data import MultiTaskSet, TaskSpec, glyph_alphabet_tasks, glyph_overlay, glyph_tasks, noisy_regression, pick_characters, rotate
+from .gradients import (
+    aggregate,
+    cagrad,
+    cagrad_two_task_weight,
+    cagrad_weights,
+    frank_wolfe_min_norm,
+    gradient_cosine,
+    gram_matrix,
+    mean_gradient,
+    mean_weights,
+    mgda,
+    mgda_two_task_weight,
+    mgda_weights,
+    pcgrad,
+    pcgrad_weights,
+    task_gradient_matrix,
+    write_gradient,
+)
+from .toy import TOY_STARTS, plot_toy, run_toy, toy_gradients, toy_landscape, toy_losses
+from .train import (
+    GRADIENT_METHODS,
+    METHODS,
+    WEIGHTINGS,
+    MultiTaskHistory,
+    TaskView,
+    delta_p,
+    evaluate_multitask,
+    fit_multitask,
+    fit_single_task,
+)
+from .weighting import (
+    GradNorm,
+    UncertaintyWeighting,
+    dwa_weights,
+    equal_weights,
+    gradnorm_weight_gradient,
+    uncertainty_weighted_loss,
+)
+
+__all__ = [
+    "CrossStitch", "CrossStitchUnit", "GRADIENT_METHODS", "GradNorm", "HardSharing", "METHODS",
+    "MultiTaskHistory", "MultiTaskSet", "SoftSharing", "TOY_STARTS", "TaskSpec", "TaskView", "UncertaintyWeighting",
+    "WEIGHTINGS", "aggregate", "cagrad", "cagrad_two_task_weight", "cagrad_weights", "delta_p", "dwa_weights",
+    "equal_weights", "evaluate_multitask", "fit_multitask", "fit_single_task", "frank_wolfe_min_norm",
+    "glyph_alphabet_tasks", "glyph_overlay", "glyph_tasks", "gradient_cosine", "gradnorm_weight_gradient", "gram_matrix", "lenet_trunk", "make_head",
+    "mean_gradient", "mean_weights", "mgda", "mgda_two_task_weight", "mgda_weights", "noisy_regression", "pcgrad",
+    "pcgrad_weights", "pick_characters", "plot_toy", "rotate", "run_toy", "task_gradient_matrix",
+    "toy_gradients", "toy_landscape", "toy_losses", "uncertainty_weighted_loss", "write_gradient",
+]

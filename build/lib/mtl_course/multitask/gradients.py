@@ -1,0 +1,361 @@
+"""Combining task gradients: PCGrad, MGDA and CAGrad as small pure functions.
+
+Every method here looks at the **task-gradient matrix** ``G`` (shape ``tasks x
+params``: row ``i`` is the gradient of task ``i``'s loss with respect to the
+shared parameters) and returns one update direction ``d``. As in torchjd, each
+method is split in two:
+
+* a **weighting** ``w = f(G G^T)`` that only needs the ``T x T`` Gram matrix of
+  the task gradients (their inner products), and
+* the aggregation ``d = w^T G``, a combination of the task gradients.
+
+All directions are on the scale of the mean gradient ``G.mean(0)`` (the
+weights of plain averaging are ``1/T``): multiply by ``T`` to compare with the
+gradient of the *sum* of the task losses.
+
+The two-task closed forms accept NumPy arrays as well as torch tensors and
+broadcast over leading dimensions (``gram`` of shape ``(..., 2, 2)``), which is
+what lets :mod:`mtl_course.multitask.toy` run 100,000 steps of twelve
+trajectories at once.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+
+Array = Union[np.ndarray, torch.Tensor]
+TINY = 1e-12
+
+
+def array_module(a: Array):
+    """The array module of ``a``: ``torch`` for tensors, ``numpy`` otherwise."""
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+def _at_least(a: Array, low: float) -> Array:
+    return a.clamp(min=low) if isinstance(a, torch.Tensor) else np.maximum(a, low)
+
+
+def _between(a: Array, low: float, high: float) -> Array:
+    return a.clamp(low, high) if isinstance(a, torch.Tensor) else np.minimum(np.maximum(a, low), high)
+
+
+def _stack_last(parts: Sequence[Array]) -> Array:
+    """Stack same-shaped arrays along a new last axis (``np.stack`` is slow on tiny arrays)."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.stack(list(parts), -1)
+    out = np.empty(np.shape(parts[0]) + (len(parts),), dtype=np.result_type(*parts))
+    for k, part in enumerate(parts):
+        out[..., k] = part
+    return out
+
+
+def _check_gram(gram: Array) -> None:
+    if gram.ndim < 2 or gram.shape[-1] != gram.shape[-2]:
+        raise ValueError(f"a Gram matrix must have shape (..., T, T), got {tuple(gram.shape)}")
+    if gram.shape[-1] < 1:
+        raise ValueError("need at least one task")
+
+
+def _check_G(G: torch.Tensor) -> None:
+    if not isinstance(G, torch.Tensor) or G.dim() != 2:
+        shape = tuple(G.shape) if hasattr(G, "shape") else type(G).__name__
+        raise ValueError(f"G must be a 2-D tensor of shape (tasks, params), got {shape}")
+    if G.shape[0] < 1:
+        raise ValueError("G must hold at least one task gradient")
+
+
+def gram_matrix(G: Array) -> Array:
+    """The Gram matrix ``G G^T`` of task gradients: entry ``(i, j)`` is ``g_i . g_j``."""
+    return G @ G.swapaxes(-1, -2)
+
+
+def gradient_cosine(G: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between every pair of task gradients (a ``T x T`` matrix).
+
+    A negative entry ``(i, j)`` means that a step that lowers task ``i``'s loss
+    raises task ``j``'s to first order: the tasks' gradients **conflict**
+    (Yu et al., 2020). Zero gradients get a cosine of 0.
+    """
+    _check_G(G)
+    norms = G.norm(dim=1)
+    return gram_matrix(G) / (norms[:, None] * norms[None, :]).clamp_min(TINY)
+
+
+def aggregate(G: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The update direction ``d = sum_i w_i g_i`` for weights of shape ``(T,)``."""
+    _check_G(G)
+    if weights.shape != (G.shape[0],):
+        raise ValueError(f"need one weight per task ({G.shape[0]}), got shape {tuple(weights.shape)}")
+    return weights.to(G) @ G
+
+
+# ---------------------------------------------------------------------------
+# Weightings: from the Gram matrix to the coefficients of the task gradients
+# ---------------------------------------------------------------------------
+
+
+def mean_weights(gram: Array) -> Array:
+    """Equal weighting: ``w_i = 1/T``, so ``d`` is the mean task gradient."""
+    _check_gram(gram)
+    T = gram.shape[-1]
+    return gram[..., 0, :] * 0 + 1.0 / T
+
+
+def pcgrad_weights(gram: Array, generator: torch.Generator | None = None) -> Array:
+    """PCGrad (Yu et al., 2020, Algorithm 1) as weights on the original task gradients.
+
+    Each task gradient ``g_i`` is visited against the other tasks ``j`` in a
+    random order; whenever the (already projected) ``g_i^PC`` conflicts with the
+    original ``g_j`` (``g_i^PC . g_j < 0``), its component along ``g_j`` is
+    removed::
+
+        g_i^PC <- g_i^PC - (g_i^PC . g_j / ||g_j||^2) g_j.
+
+    The direction is the mean of the projected gradients. Every ``g_i^PC`` is a
+    combination of the original gradients, so the weights follow from the Gram
+    matrix alone. With two tasks the order does not matter and the weights are
+    ``((1 - g12/g11) / 2, (1 - g12/g22) / 2)`` when ``g12 < 0`` (else ``1/2`` each).
+    ``generator`` fixes the random orders for more than two tasks.
+    """
+    _check_gram(gram)
+    xp, T = array_module(gram), gram.shape[-1]
+    if T == 1:
+        return mean_weights(gram)
+    if T == 2:
+        g11, g12, g22 = gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1]
+        conflict = xp.where(g12 < 0, g12, 0.0)
+        return _stack_last([0.5 * (1 - conflict / _at_least(g11, TINY)), 0.5 * (1 - conflict / _at_least(g22, TINY))])
+    rows = []
+    for i in range(T):
+        coef = [gram[..., 0, 0] * 0 + (1.0 if k == i else 0.0) for k in range(T)]
+        others = [j for j in range(T) if j != i]
+        others = [others[k] for k in torch.randperm(len(others), generator=generator).tolist()]
+        for j in others:
+            dot = sum(coef[k] * gram[..., k, j] for k in range(T))  # g_i^PC . g_j
+            coef[j] = coef[j] - xp.where(dot < 0, dot / _at_least(gram[..., j, j], TINY), 0.0)
+        rows.append(_stack_last(coef))
+    return sum(rows) / T
+
+
+def mgda_two_task_weight(g11: Array, g12: Array, g22: Array) -> Array:
+    """Weight ``a`` on ``g1`` of the min-norm point ``a g1 + (1 - a) g2`` (Sener & Koltun, 2018, Alg. 1).
+
+    ``a = clip((g22 - g12) / ||g1 - g2||^2, 0, 1)``: the foot of the
+    perpendicular from the origin to the segment between the two gradients.
+    """
+    return _between((g22 - g12) / _at_least(g11 + g22 - 2 * g12, TINY), 0.0, 1.0)
+
+
+def _to_numpy(gram: Array) -> np.ndarray:
+    if isinstance(gram, torch.Tensor):
+        return gram.detach().double().cpu().numpy()
+    return np.asarray(gram, dtype=np.float64)
+
+
+def _like(w: np.ndarray, gram: Array) -> Array:
+    """``w`` as the same kind of array as ``gram`` (tensor on its device, or NumPy)."""
+    if isinstance(gram, torch.Tensor):
+        return torch.as_tensor(w, dtype=gram.dtype, device=gram.device)
+    return w
+
+
+def frank_wolfe_min_norm(gram: Array, max_iter: int = 250, tol: float = 1e-10) -> Array:
+    """Weights of the min-norm point of the convex hull of ``T`` gradients (Sener & Koltun, 2018, Alg. 2).
+
+    Frank-Wolfe on ``min_{w in simplex} w^T M w`` with ``M = G G^T``, starting
+    from equal weights. Each step moves weight towards the task ``t`` whose
+    gradient has the smallest inner product with the current point ``d``; we
+    take it from the active task ``s`` with the largest one (the *pairwise*
+    variant of Lacoste-Julien & Jaggi, 2015, which converges linearly where the
+    plain step zig-zags), with an exact line search. It stops when the duality
+    gap ``d . d - g_t . d`` falls below ``tol`` times the largest squared
+    gradient norm. Runs in NumPy on the small ``T x T`` matrix.
+    """
+    _check_gram(gram)
+    if gram.ndim != 2:
+        raise ValueError("the Frank-Wolfe solver takes one (T, T) Gram matrix")
+    M = _to_numpy(gram)
+    T = M.shape[0]
+    w = np.full(T, 1.0 / T)
+    scale = max(float(np.max(np.diag(M))), TINY)
+    for _ in range(max_iter):
+        Mw = M @ w
+        t = int(np.argmin(Mw))
+        if w @ Mw - Mw[t] <= tol * scale:
+            break
+        active = np.flatnonzero(w > 0)
+        s = int(active[np.argmax(Mw[active])])
+        curvature = M[t, t] + M[s, s] - 2 * M[t, s]  # ||g_t - g_s||^2
+        step = min(w[s], (Mw[s] - Mw[t]) / max(curvature, TINY))
+        w[t] += step
+        w[s] -= step
+    return _like(w, gram)
+
+
+def mgda_weights(gram: Array, max_iter: int = 250) -> Array:
+    """MGDA-UB (Sener & Koltun, 2018): weights of the min-norm convex combination of task gradients.
+
+    The min-norm point ``d`` of the convex hull of the task gradients is a
+    common descent direction (``d . g_i >= ||d||^2`` for every ``i``) unless it
+    is zero, in which case the point is Pareto-stationary. Two tasks use the
+    closed form (batched, NumPy or torch); more use Frank-Wolfe.
+    """
+    _check_gram(gram)
+    T = gram.shape[-1]
+    if T == 1:
+        return mean_weights(gram)
+    if T == 2:
+        a = mgda_two_task_weight(gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1])
+        return _stack_last([a, 1 - a])
+    return frank_wolfe_min_norm(gram, max_iter=max_iter)
+
+
+def cagrad_two_task_weight(g11: Array, g12: Array, g22: Array, c: float) -> Array:
+    """CAGrad's dual weight ``x`` on ``g1`` for two tasks, in closed form.
+
+    CAGrad's dual problem (Liu et al., 2021, Eq. 5) is
+    ``min_{x in [0, 1]} g_x . g_0 + c ||g_0|| ||g_x||`` with
+    ``g_x = x g1 + (1 - x) g2`` and ``g_0 = (g1 + g2) / 2``. It is convex in
+    ``x``. Writing ``u = g1 - g2``, ``s = g2 . u + x ||u||^2`` and
+    ``D = ||g2||^2 ||u||^2 - (g2 . u)^2``, its derivative is
+    ``u . g_0 + c ||g_0|| ||u|| s / sqrt(s^2 + D)``, which vanishes at
+    ``s = m sqrt(D / (1 - m^2))`` with ``m = -u . g_0 / (c ||g_0|| ||u||)``
+    when ``|m| < 1``; otherwise the minimum is at an end of ``[0, 1]``.
+    """
+    xp = array_module(g11)
+    q = g11 + g22 - 2 * g12  # ||u||^2
+    p = g12 - g22  # g2 . u
+    D = _at_least(g22 * q - p * p, 0.0)
+    a = 0.5 * (g11 - g22)  # u . g0
+    k = c * xp.sqrt(_at_least(0.25 * (g11 + g22 + 2 * g12), 0.0))  # c ||g0||
+    q_safe = _at_least(q, TINY)
+    m = -a / _at_least(k * xp.sqrt(q_safe), TINY)
+    inside = xp.abs(m) < 1
+    m_in = xp.where(inside, m, 0.0)
+    s = m_in * xp.sqrt(D / _at_least(1 - m_in * m_in, TINY))
+    x = xp.where(inside, (s - p) / q_safe, xp.where(m >= 1, 1.0, 0.0))
+    return xp.where(q > TINY, _between(x, 0.0, 1.0), 0.5)
+
+
+def _cagrad_dual_slsqp(M: np.ndarray, c: float) -> np.ndarray:
+    """Solve CAGrad's dual ``min_{w in simplex} w^T M b + c ||g_0|| sqrt(w^T M w)`` with SLSQP (as the authors do)."""
+    from scipy.optimize import minimize
+
+    T = M.shape[0]
+    b = np.full(T, 1.0 / T)
+    Mb = M @ b
+    k = c * np.sqrt(max(b @ Mb, 0.0))
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        Mw = M @ w
+        norm = np.sqrt(max(w @ Mw, 0.0) + 1e-12)
+        return float(w @ Mb + k * norm), Mb + k * Mw / norm
+
+    result = minimize(objective, b, jac=True, bounds=[(0.0, 1.0)] * T, method="SLSQP",
+                      constraints=({"type": "eq", "fun": lambda w: 1.0 - w.sum(), "jac": lambda w: -np.ones(T)},),
+                      options={"ftol": 1e-12, "maxiter": 200})
+    w = np.clip(result.x, 0.0, None)
+    return w / w.sum()
+
+
+def cagrad_weights(gram: Array, c: float = 0.5) -> Array:
+    """CAGrad (Liu et al., 2021): weights of the conflict-averse direction.
+
+    CAGrad looks for the direction ``d`` that maximises the *worst* task's
+    improvement ``min_i g_i . d`` within a ball around the mean gradient,
+    ``||d - g_0|| <= c ||g_0||``. Its dual gives weights ``w`` on the simplex
+    (:func:`cagrad_two_task_weight` for two tasks, SLSQP for more), and
+
+    ``d = (g_0 + c ||g_0|| / ||g_w|| * g_w) / (1 + c)``,  ``g_w = sum_i w_i g_i``,
+
+    the division by ``1 + c`` being the authors' rescaling. ``c = 0`` gives the
+    mean gradient; larger ``c`` moves towards MGDA's min-norm direction.
+    """
+    _check_gram(gram)
+    if c < 0:
+        raise ValueError(f"CAGrad's c must be >= 0, got {c}")
+    xp, T = array_module(gram), gram.shape[-1]
+    if T == 1:
+        return mean_weights(gram)
+    if T == 2:
+        g11, g12, g22 = gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1]
+        x = cagrad_two_task_weight(g11, g12, g22, c)
+        g0_norm = xp.sqrt(_at_least(0.25 * (g11 + g22 + 2 * g12), 0.0))
+        gw_norm = xp.sqrt(_at_least(x * x * g11 + 2 * x * (1 - x) * g12 + (1 - x) * (1 - x) * g22, 0.0))
+        lam = c * g0_norm / _at_least(gw_norm, TINY)
+        return _stack_last([(0.5 + lam * x) / (1 + c), (0.5 + lam * (1 - x)) / (1 + c)])
+    if gram.ndim != 2:
+        raise ValueError("CAGrad for more than two tasks takes one (T, T) Gram matrix")
+    M = _to_numpy(gram)
+    w = _cagrad_dual_slsqp(M, c)
+    b = np.full(T, 1.0 / T)
+    lam = c * np.sqrt(max(b @ M @ b, 0.0)) / max(np.sqrt(max(w @ M @ w, 0.0)), TINY)
+    return _like((b + lam * w) / (1 + c), gram)
+
+
+# ---------------------------------------------------------------------------
+# Aggregators: the update direction from the task-gradient matrix G
+# ---------------------------------------------------------------------------
+
+
+def mean_gradient(G: torch.Tensor) -> torch.Tensor:
+    """Equal weighting of the task gradients: ``d = G.mean(0)``."""
+    _check_G(G)
+    return G.mean(0)
+
+
+def pcgrad(G: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PCGrad's update direction (Yu et al., 2020): the mean of the conflict-projected gradients."""
+    _check_G(G)
+    return aggregate(G, pcgrad_weights(gram_matrix(G).double(), generator))
+
+
+def mgda(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
+    """MGDA's update direction (Sener & Koltun, 2018): the min-norm point of the gradients' convex hull."""
+    _check_G(G)
+    return aggregate(G, mgda_weights(gram_matrix(G).double(), max_iter))
+
+
+def cagrad(G: torch.Tensor, c: float = 0.5) -> torch.Tensor:
+    """CAGrad's update direction (Liu et al., 2021) with conflict-aversion radius ``c``."""
+    _check_G(G)
+    return aggregate(G, cagrad_weights(gram_matrix(G).double(), c))
+
+
+# ---------------------------------------------------------------------------
+# From a model's losses to G, and back
+# ---------------------------------------------------------------------------
+
+
+def task_gradient_matrix(losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The matrix ``G`` (tasks x params) of each task loss's gradient w.r.t. ``params``, flattened.
+
+    The graph is kept (``retain_graph=True``) so that the caller can still
+    differentiate the losses with respect to other parameters. Parameters a
+    loss does not depend on contribute zeros.
+    """
+    params = list(params)
+    if not params:
+        raise ValueError("no shared parameters: gradient methods need a model with shared parameters")
+    if len(losses) < 1:
+        raise ValueError("need at least one task loss")
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)]))
+    return torch.stack(rows)
+
+
+def write_gradient(params: Sequence[torch.Tensor], direction: torch.Tensor) -> None:
+    """Write a flat update ``direction`` into the ``.grad`` of ``params`` (replacing what was there)."""
+    params = list(params)
+    total = sum(p.numel() for p in params)
+    if direction.dim() != 1 or direction.numel() != total:
+        raise ValueError(f"direction has shape {tuple(direction.shape)} but the parameters hold {total} numbers")
+    offset = 0
+    for p in params:
+        p.grad = direction[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()
+        offset += p.numel()

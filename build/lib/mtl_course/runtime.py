@@ -1,0 +1,218 @@
+"""Where and how code runs: device, seeds, run profile, progress bars, data directory.
+
+Every notebook starts with::
+
+    device = runtime.get_device()
+    profile = runtime.get_profile()
+    runtime.seed_everything(0)
+
+and sizes its experiments with :func:`by_profile`, so the same notebook runs
+in about two minutes on a laptop CPU (``quick``) and reproduces published
+settings on a GPU (``full``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+import numpy as np
+import torch
+
+PROFILES = ("quick", "full")
+T = TypeVar("T")
+
+
+def in_colab() -> bool:
+    """True when running inside Google Colab."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick the device to compute on: ``cuda`` if present, then ``mps``, then ``cpu``.
+
+    ``prefer`` asks for one explicitly (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``);
+    asking for an accelerator that this machine lacks raises a ``RuntimeError``
+    that says what to do instead.
+    """
+    if prefer is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(prefer)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {prefer!r} was requested but CUDA is not available on this machine. "
+                "On Colab choose Runtime > Change runtime type > GPU; elsewhere call "
+                "get_device() without an argument to fall back to the CPU."
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device {prefer!r} was requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist; use 'cuda' or 'cuda:0'."
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise RuntimeError(
+            f"device {prefer!r} was requested but Apple's MPS backend is not available; "
+            "call get_device() without an argument to fall back to the CPU."
+        )
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise RuntimeError(f"unknown device {prefer!r}: use 'cuda', 'mps' or 'cpu'.")
+    return device
+
+
+SEED_OFFSET_VARIABLE = "MTL_COURSE_SEED"
+
+
+def seed_offset() -> int:
+    """The seed offset, ``MTL_COURSE_SEED`` (default 0), added to every seed the course uses.
+
+    The robustness runs (``make test-robust``) set it to see whether a chapter's
+    claims hold under other seeds, without editing the notebook.
+    """
+    value = os.environ.get(SEED_OFFSET_VARIABLE, "").strip()
+    if not value:
+        return 0
+    try:
+        offset = int(value)
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise ValueError(
+            f"{SEED_OFFSET_VARIABLE}={value!r} is not a seed offset; set it to a non-negative "
+            "integer (0, the default, keeps every seed as the notebook wrote it) or unset it."
+        )
+    return offset
+
+
+def shift_seed(seed: int) -> int:
+    """``seed`` plus the seed offset: every seed that draws data, episodes, orders or weights goes through it.
+
+    >>> import os; os.environ.pop("MTL_COURSE_SEED", None) and None
+    >>> shift_seed(3)
+    3
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed) + seed_offset()
+
+
+def rng(seed: int) -> np.random.Generator:
+    """``np.random.default_rng`` with the seed shifted by the seed offset."""
+    return np.random.default_rng(shift_seed(seed))
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` shifted by the seed offset."""
+    return torch.Generator().manual_seed(shift_seed(seed))
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) with ``seed`` plus the seed offset.
+
+    With ``deterministic=True`` PyTorch also refuses nondeterministic kernels,
+    so that two runs on the same machine give the same numbers bit for bit.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = shift_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def get_profile(device: torch.device | str | None = None) -> str:
+    """The run profile: ``quick`` (small, CPU-sized) or ``full`` (published settings).
+
+    ``MTL_COURSE_PROFILE`` overrides the choice; otherwise ``full`` on a CUDA
+    device and ``quick`` everywhere else.
+    """
+    value = os.environ.get("MTL_COURSE_PROFILE")
+    if value is not None:
+        value = value.strip().lower()
+        if value not in PROFILES:
+            raise ValueError(
+                f"MTL_COURSE_PROFILE={value!r} is not a profile; set it to 'quick' or 'full' "
+                "(or unset it to choose by device)."
+            )
+        return value
+    device = get_device() if device is None else torch.device(device)
+    return "full" if device.type == "cuda" else "quick"
+
+
+def by_profile(quick: T, full: T, profile: str | None = None) -> T:
+    """Choose a setting by profile: ``num_steps = by_profile(quick=300, full=60_000)``."""
+    profile = get_profile() if profile is None else profile
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return quick if profile == "quick" else full
+
+
+def progress_disabled() -> bool:
+    """True when ``TQDM_DISABLE`` is set to a true value (used by tests and the book build)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def progress(iterable: Iterable[T] | None = None, **kwargs) -> Iterable[T]:
+    """A ``tqdm.auto`` progress bar that stays silent when ``TQDM_DISABLE=1``."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", progress_disabled())
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
+def data_dir(*parts: str) -> Path:
+    """The course's data and cache directory (``MTL_COURSE_DATA``, default ``~/.cache/mtl_course``).
+
+    Extra ``parts`` name a sub-directory, which is created.
+    """
+    root = os.environ.get("MTL_COURSE_DATA")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "mtl_course"
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# Environment variables that change the CPU's floating-point results (the robustness
+# runs set them to emulate other processors).
+ROUNDING_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def compute_tag(device: torch.device | str) -> str:
+    """What changes a trained model's last bits besides its settings, for cache file names.
+
+    The device type; on the CPU also the thread count and any of
+    :data:`ROUNDING_VARIABLES` that is set; and the seed offset when it is not 0.
+    """
+    device = torch.device(device)
+    tag = f"cpu{torch.get_num_threads()}t" if device.type == "cpu" else device.type
+    if device.type == "cpu":
+        for name in ROUNDING_VARIABLES:
+            value = os.environ.get(name, "").strip()
+            if value:
+                tag += "-" + "".join(ch for ch in f"{name.split('_')[0]}{value}".lower() if ch.isalnum())
+    return tag + (f"-seed+{seed_offset()}" if seed_offset() else "")
+
+
+def describe() -> str:
+    """One line that says where this notebook is running (for the setup cell)."""
+    device = get_device()
+    line = f"device={device.type} profile={get_profile(device)} torch={torch.__version__.split('+')[0]}"
+    return line + (f" seed_offset={seed_offset()}" if seed_offset() else "")

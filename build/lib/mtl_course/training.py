@@ -1,0 +1,218 @@
+"""The one supervised training loop that every chapter reuses.
+
+``fit`` trains any ``nn.Module`` on ``(X, y)`` tensors, a :class:`~mtl_course.data.LabelledSet`
+or a ``DataLoader``; it shows a progress bar, evaluates on validation data after
+each epoch, stops early when validation stops improving, restores the best
+weights, and returns a :class:`History` for plotting.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from . import runtime
+from .data import LabelledSet, Task
+from .metrics import accuracy
+
+Data = Union[tuple, LabelledSet, Task, DataLoader]
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run: what the learning-curve plots draw."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_metric: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)  # every optimizer step's training loss
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def best_val_metric(self) -> float | None:
+        return None if self.best_epoch is None else self.val_metric[self.best_epoch]
+
+
+def as_tensors(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X, y)`` from a tuple, a :class:`LabelledSet` or a :class:`Task`."""
+    if isinstance(data, (LabelledSet, Task)):
+        return data.X, data.y
+    if isinstance(data, tuple) and len(data) == 2:
+        return data
+    raise TypeError(f"expected (X, y), a LabelledSet or a Task, got {type(data).__name__}")
+
+
+def make_loader(data: Data, batch_size: int = 64, shuffle: bool = True, seed: int = 0) -> DataLoader:
+    """A ``DataLoader`` over ``data`` (returned unchanged if it already is one).
+
+    It yields the same batches, in the same order, as
+    ``DataLoader(TensorDataset(X, y), batch_size, shuffle, generator=seeded)``,
+    but fetches each batch with one tensor indexing instead of ``batch_size``
+    single-example fetches, which dominate the time of small networks.
+    """
+    if isinstance(data, DataLoader):
+        return data
+    X, y = as_tensors(data)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}; they must match")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    generator = runtime.generator(seed)
+    dataset = TensorDataset(X, y)
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+                      generator=generator)
+
+
+def _to(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable = F.cross_entropy,
+    device: torch.device | None = None,
+    step_losses: list[float] | None = None,
+    max_steps: int | None = None,
+) -> float:
+    """One pass over ``loader``; returns the mean training loss.
+
+    Each step's loss is appended to ``step_losses`` when given; the pass stops
+    early once that list holds ``max_steps`` losses.
+    """
+    device = device or next(model.parameters()).device
+    model.train()
+    total, count = 0.0, 0
+    for X, y in loader:
+        if max_steps is not None and step_losses is not None and len(step_losses) >= max_steps:
+            break
+        X, y = _to(X, device), _to(y, device)
+        loss = loss_fn(model(X), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step_losses is not None:
+            step_losses.append(loss.item())
+        total += loss.item() * len(X)
+        count += len(X)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    loss_fn: Callable = F.cross_entropy,
+    metric: Metric | None = accuracy,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> tuple[float, float | None]:
+    """Mean loss and metric of ``model`` on ``data`` (metric is computed on all outputs at once)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    outputs, targets, total, count = [], [], 0.0, 0
+    for X, y in make_loader(data, batch_size=batch_size, shuffle=False):
+        X, y = _to(X, device), _to(y, device)
+        out = model(X)
+        total += loss_fn(out, y).item() * len(X)
+        count += len(X)
+        outputs.append(out.cpu())
+        targets.append(y.cpu())
+    if count == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    value = metric(torch.cat(outputs), torch.cat(targets)) if metric is not None else None
+    return total / count, value
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    val: Data | None = None,
+    *,
+    num_epochs: int = 10,
+    lr: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn: Callable = F.cross_entropy,
+    metric: Metric | None = accuracy,
+    higher_is_better: bool = True,
+    batch_size: int = 64,
+    patience: int | None = None,
+    restore_best: bool = True,
+    seed: int = 0,
+    device: torch.device | None = None,
+    desc: str = "training",
+    max_steps: int | None = None,
+) -> History:
+    """Train ``model`` on ``train``; keep the weights that did best on ``val``.
+
+    Without ``optimizer``, Adam with learning rate ``lr`` over the parameters
+    that require gradients (so frozen layers stay frozen). With ``val``, the
+    model is evaluated after each epoch; ``patience`` epochs without improvement
+    stop training early, and the best weights are restored at the end (unless
+    ``restore_best=False``, for when ``val`` is only watched, e.g. to see an old
+    task being forgotten). Model selection uses ``val`` only, never test data.
+    ``max_steps`` stops after that many optimizer steps (the store's provenance
+    test re-runs a recipe's first steps this way); ``history.step_loss`` holds
+    every step's loss.
+    """
+    if num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
+    device = device or next(model.parameters()).device
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is None:
+        if not trainable:
+            raise ValueError("the model has no trainable parameters: unfreeze some before calling fit")
+        optimizer = torch.optim.Adam(trainable, lr=lr)
+    loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed)
+    history, best_state, best_score, bad_epochs = History(), None, None, 0
+    bar = runtime.progress(range(num_epochs), desc=desc)
+    for epoch in bar:
+        history.train_loss.append(train_epoch(model, loader, optimizer, loss_fn, device,
+                                              history.step_loss, max_steps))
+        if max_steps is not None and len(history.step_loss) >= max_steps:
+            break
+        if val is None:
+            continue
+        val_loss, val_metric = evaluate(model, val, loss_fn, metric, device=device)
+        history.val_loss.append(val_loss)
+        history.val_metric.append(val_metric if val_metric is not None else val_loss)
+        score = val_metric if val_metric is not None else -val_loss
+        if metric is not None and not higher_is_better:
+            score = -score
+        if best_score is None or score > best_score:
+            best_score, bad_epochs, history.best_epoch = score, 0, epoch
+            if restore_best:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val=f"{history.val_metric[-1]:.3f}")
+        if patience is not None and bad_epochs >= patience:
+            history.stopped_early = True
+            break
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Model outputs for ``X`` in evaluation mode, on the model's device, returned on the CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    return torch.cat([model(X[i : i + batch_size].to(device)).cpu() for i in range(0, len(X), batch_size)])

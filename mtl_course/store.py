@@ -1,0 +1,340 @@
+"""The trained-model store: models trained once, properly, and loaded by every chapter.
+
+Some experiments need more training than a chapter can afford in its two
+minutes on a laptop CPU. Each such model has a **recipe** in the package (the
+function that trains it, its configuration and its seed), and ``make models``
+(``python -m mtl_course.store train``) runs every recipe and writes
+
+- the weights, ``mtl_course/trained/<name>.pt``, and
+- one ``mtl_course/trained/manifest.json`` with an entry per model: ``name``,
+  ``chapter``, ``recipe``, ``config``, ``seed``, ``code_version``, ``machine``,
+  ``seconds``, ``metrics`` and a ``curve`` (the first step losses exactly, the
+  rest subsampled), plus the file's size and SHA-256.
+
+Both are installed with the package, so Colab and ``pip install git+...`` have
+them. Chapters call :func:`load`: a missing, corrupt or stale file raises
+:class:`StoreError` with what to run or restore; nothing is trained silently in
+its place. Evaluating a stored model gives the same numbers on every machine to
+many more digits than training one does, which is why the chapters' printed
+results can be compared by strict nbval.
+
+A recipe's ``train`` function is called as ``train(config, seed, max_steps=None,
+device=None)`` and returns a :class:`Trained`; with ``max_steps`` it stops early,
+which the provenance test uses to re-run the first steps and compare their
+losses with the manifest's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from . import runtime
+
+STORE_DIR = Path(__file__).resolve().parent / "trained"
+MANIFEST_NAME = "manifest.json"
+EARLY_STEPS = 20  # step losses kept exactly, for the provenance test
+CURVE_POINTS = 100  # the rest of the curve, subsampled to about this many points
+RECIPE_MODULES = ("mtl_course.transfer", "mtl_course.meta_transfer")  # where the recipes are registered
+
+
+class StoreError(RuntimeError):
+    """A stored model is missing, corrupt or stale; the message says what to do."""
+
+
+@dataclass
+class Trained:
+    """What a recipe's training returns: the model, its named metrics, its per-step losses, and extras."""
+
+    model: nn.Module
+    metrics: dict[str, float]
+    step_losses: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train one stored model: ``train(config, seed, ...)`` and ``build(config)`` for loading.
+
+    Bump ``version`` whenever a change to the code would change the trained
+    weights: the stored file then counts as stale until ``make models`` runs.
+    """
+
+    name: str
+    chapter: int
+    train: Callable[..., Trained]
+    build: Callable[[Mapping[str, Any]], nn.Module]
+    config: Mapping[str, Any]
+    seed: int = 0
+    version: int = 1
+    description: str = ""
+
+    @property
+    def recipe(self) -> str:
+        return f"{self.train.__module__}.{self.train.__qualname__}"
+
+    @property
+    def code_version(self) -> str:
+        return f"{self.name}/v{self.version}"
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add ``recipe`` to :data:`RECIPES` (the modules in :data:`RECIPE_MODULES` do so on import)."""
+    if recipe.name in RECIPES and RECIPES[recipe.name] != recipe:
+        raise ValueError(f"a different recipe is already registered as {recipe.name!r}")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipes() -> dict[str, Recipe]:
+    """Every registered recipe, by name (importing the modules that define them)."""
+    import importlib
+
+    for module in RECIPE_MODULES:
+        importlib.import_module(module)
+    return dict(sorted(RECIPES.items()))
+
+
+def recipe(name: str) -> Recipe:
+    known = recipes()
+    if name not in known:
+        raise StoreError(f"no recipe named {name!r}; the store has {', '.join(known) or 'none'}")
+    return known[name]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists), so configs compare equal after a round trip."""
+    return json.loads(json.dumps(value))
+
+
+# ---------------------------------------------------------------------------
+# The manifest
+# ---------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path = STORE_DIR) -> dict[str, dict]:
+    """The manifest's entries by name; raises :class:`StoreError` if it is missing or unreadable."""
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise StoreError(f"the trained-model store has no manifest ({path}); run `make models` to train the "
+                         "stored models, or restore the file with `git checkout -- mtl_course/trained`")
+    try:
+        entries = json.loads(path.read_text())["models"]
+        return {entry["name"]: entry for entry in entries}
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreError(f"{path} is not a valid manifest ({error}); restore it with "
+                         "`git checkout -- mtl_course/trained/manifest.json` or run `make models`") from None
+
+
+def write_manifest(entries: Mapping[str, dict], folder: Path = STORE_DIR) -> Path:
+    path = folder / MANIFEST_NAME
+    text = json.dumps({"models": [entries[name] for name in sorted(entries)]}, indent=1) + "\n"
+    _write_atomically(path, text.encode())
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def machine() -> dict[str, Any]:
+    """Where a model was trained: processor, threads, torch and Python versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
+            "python": platform.python_version(), "system": platform.system(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def summarise_curve(losses: list[float]) -> dict[str, Any]:
+    """The first :data:`EARLY_STEPS` losses exactly, then about :data:`CURVE_POINTS` evenly spaced ones."""
+    every = max(1, len(losses) // CURVE_POINTS)
+    steps = list(range(0, len(losses), every))
+    return {"steps": len(losses), "early_losses": losses[:EARLY_STEPS],
+            "every": every, "step": steps, "loss": [losses[i] for i in steps],
+            "final_loss": losses[-1] if losses else None}
+
+
+# ---------------------------------------------------------------------------
+# Training (make models) and loading (chapters)
+# ---------------------------------------------------------------------------
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = None) -> dict:
+    """Run the recipe ``name`` and write its weights and manifest entry into ``folder``; returns the entry."""
+    r = recipe(name)
+    if runtime.seed_offset():
+        raise StoreError(f"{runtime.SEED_OFFSET_VARIABLE} is set: stored models are trained with their "
+                         "recipe's own seed; unset it and run `make models` again")
+    device = device or runtime.get_device()
+    started = time.perf_counter()
+    result = r.train(dict(r.config), r.seed, device=device)
+    seconds = time.perf_counter() - started
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+    weights = folder / f"{name}.pt"
+    buffer = _serialise(state)
+    _write_atomically(weights, buffer)
+    entry = {
+        "name": name, "chapter": r.chapter, "description": r.description, "recipe": r.recipe,
+        "config": _plain(dict(r.config)), "seed": r.seed, "code_version": r.code_version,
+        "trained_at_commit": _git_commit(), "machine": machine(), "device": device.type,
+        "seconds": round(seconds, 1), "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "curve": summarise_curve([float(x) for x in result.step_losses]), "extra": _plain(result.extra),
+        "file": weights.name, "bytes": weights.stat().st_size, "sha256": sha256(weights),
+    }
+    try:
+        entries = read_manifest(folder)
+    except StoreError:
+        entries = {}
+    entries[name] = entry
+    write_manifest(entries, folder)
+    return entry
+
+
+def _serialise(state: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+@dataclass
+class StoredModel:
+    """A model loaded from the store, with its manifest entry (metrics, curve, training time)."""
+
+    model: nn.Module
+    entry: dict
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.entry["metrics"]
+
+    @property
+    def seconds(self) -> float:
+        return self.entry["seconds"]
+
+    def describe(self) -> str:
+        """One line for a chapter: what was loaded and how long its training took."""
+        m = self.entry["machine"]
+        return (f"{self.entry['name']}: trained by `make models` in {self.seconds:.0f} s "
+                f"on {m['threads']} CPU thread(s) ({self.entry['curve']['steps']} steps)")
+
+
+def entry(name: str, folder: Path = STORE_DIR) -> dict:
+    """The manifest entry of ``name``, checked against its recipe: raises :class:`StoreError` if stale."""
+    r = recipe(name)
+    entries = read_manifest(folder)
+    retrain = f"run `make models MODEL={name}` to train it"
+    if name not in entries:
+        raise StoreError(f"the store's manifest has no model {name!r}; {retrain}")
+    e = entries[name]
+    stale = []
+    if e.get("code_version") != r.code_version:
+        stale.append(f"it was trained by {e.get('code_version')!r}, the recipe is now {r.code_version!r}")
+    if e.get("config") != _plain(dict(r.config)):
+        stale.append("the recipe's config changed since")
+    if e.get("seed") != r.seed:
+        stale.append(f"it was trained with seed {e.get('seed')}, the recipe says {r.seed}")
+    if stale:
+        raise StoreError(f"the stored model {name!r} is stale: {'; '.join(stale)}; {retrain}")
+    return e
+
+
+def load(name: str, device: torch.device | str | None = None, folder: Path = STORE_DIR) -> StoredModel:
+    """The stored model ``name`` on ``device``, after checking that its file is present, intact and current."""
+    e = entry(name, folder)
+    path = folder / e["file"]
+    restore = (f"restore it with `git checkout -- mtl_course/trained/{e['file']}` or run "
+               f"`make models MODEL={name}`")
+    if not path.is_file():
+        raise StoreError(f"the weights of {name!r} are missing ({path}); {restore}")
+    if sha256(path) != e["sha256"]:
+        raise StoreError(f"the weights of {name!r} are corrupt ({path} does not match the manifest's "
+                         f"SHA-256); {restore}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = recipe(name).build(e["config"])
+    model.load_state_dict(state)
+    device = torch.device(device) if device is not None else runtime.get_device()
+    return StoredModel(model.to(device).eval(), e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mtl_course.store", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train recipes (default: all) and write weights + manifest")
+    t.add_argument("names", nargs="*")
+    t.add_argument("--out", type=Path, default=STORE_DIR)
+    sub.add_parser("list", help="the recipes and what the manifest says of them")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name in recipes():
+            try:
+                e = entry(name)
+                print(f"{name}: chapter {e['chapter']}, {e['seconds']:.0f} s, {e['bytes'] / 1e6:.2f} MB, "
+                      f"metrics {e['metrics']}")
+            except StoreError as error:
+                print(f"{name}: {error}")
+        return 0
+    names = args.names or list(recipes())
+    for name in names:
+        recipe(name)  # unknown names fail before any training starts
+    total = 0.0
+    for name in names:
+        print(f"training {name} ...", flush=True)
+        e = train(name, args.out)
+        total += e["seconds"]
+        print(f"  {name}: {e['seconds']:.0f} s, {e['bytes'] / 1e6:.2f} MB, metrics {e['metrics']}", flush=True)
+    print(f"trained {len(names)} model(s) in {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from mtl_course import store  # the module the recipes register with, not this __main__ copy
+
+    sys.exit(store.main())
