@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 # threads made small training steps about 20 times slower (same results either way).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-unit test-notebooks test-book book execute exercises benchmarks clean test-robust models test-min-versions
+.PHONY: setup test test-unit test-notebooks test-notebooks-native test-notebooks-emulated test-book book execute exercises benchmarks clean test-robust models test-min-versions
 
 setup: $(STAMP)
 
@@ -33,8 +33,25 @@ test: setup test-unit test-notebooks test-book
 test-unit: setup
 	$(PY) -m pytest tests
 
-test-notebooks: setup
-	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg book solutions
+NBVAL := -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg book solutions
+
+# Strict nbval on this machine. `make test-notebooks-emulated` runs it again on an
+# emulated other machine, so that an output or claim that holds only on this
+# processor's rounding fails here as it would on a reader's laptop: ATen's kernels
+# one vector ISA below this CPU's (AVX-512 -> AVX2, as on most laptops; AVX2 ->
+# none) and MKL in compatible mode; both change the results of the same training
+# run, at about 1.2x the time. It joins `make test` once every notebook passes it
+# (Chapters 4, 5 and 8 and exercise 8 do not yet).
+EMULATED = $(shell $(PY) -c "import torch; c = torch.backends.cpu.get_cpu_capability(); \
+	print('ATEN_CPU_CAPABILITY=' + ('avx2' if c.startswith('AVX512') else 'default'))") MKL_CBWR=COMPATIBLE
+
+test-notebooks: test-notebooks-native
+
+test-notebooks-native: setup
+	$(PY) $(NBVAL)
+
+test-notebooks-emulated: setup
+	env $(EMULATED) $(PY) $(NBVAL)
 
 # The test build uses the outputs stored in the notebooks (strict nbval has
 # just proved them current); `make book` executes every chapter afresh.
@@ -53,7 +70,7 @@ book: setup
 # the spread of the numbers it compares; results in _build/robustness/.
 RUNS ?= 1 2 3
 test-robust: setup
-	$(PY) -m mtl_course.robustness --runs $(RUNS) $(or $(NB),$(NOTEBOOKS))
+	$(PY) -m mtl_course.robustness $(or $(NB),$(NOTEBOOKS)) --runs $(RUNS)
 
 # The package's unit tests with the lowest declared versions (requirements-min.txt),
 # in a fresh venv of its own. Not part of `make test`.

@@ -1,8 +1,9 @@
 """mtl_course: transfer, multi-task, meta- and meta-transfer learning, as taught in the book.
 
 Modules are named after the book's concepts and depend on each other one way:
-``runtime -> data -> models -> training -> {transfer, multitask, meta} -> meta_transfer -> m3tl``;
-``viz``, ``widgets`` and ``grading`` sit at the edge.
+``runtime -> store -> data -> models -> training -> {transfer, multitask, meta} -> {meta_transfer, fusions, m3tl}``;
+``viz``, ``widgets``, ``grading`` and ``robustness`` sit at the edge. ``store`` holds the
+trained-model store (``mtl_course/trained``) that chapters load instead of training.
 """
 from . import runtime
 

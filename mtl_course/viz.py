@@ -241,3 +241,19 @@ def plot_strategy_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_stored_training(entry: Mapping, ax=None):
+    """The training curve of a model from the trained-model store (its manifest ``entry``).
+
+    The title says how long ``make models`` took to train it and on what, so a
+    reader sees what the chapter loads instead of training.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    curve = entry["curve"]
+    ax.plot(np.asarray(curve["step"]) + 1, curve["loss"], label="training loss (per step, subsampled)")
+    machine = entry["machine"]
+    title = (f"{entry['name']}: {curve['steps']:,} steps in {entry['seconds']:.0f} s "
+             f"on {machine['threads']} CPU thread(s)")
+    return _finish_axes(ax, "optimizer step", "training loss", title)

@@ -161,8 +161,14 @@ def test_the_wheel_ships_the_store(tmp_path):
     import subprocess
     import sys
 
+    import shutil
+
+    root, source = store.STORE_DIR.parent.parent, tmp_path / "source"  # build a copy: no build/ in the checkout
+    shutil.copytree(root / "mtl_course", source / "mtl_course", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), str(store.STORE_DIR.parent.parent)], check=True)
+                    "-w", str(tmp_path), str(source)], check=True)
     wheel = next(tmp_path.glob("mtl_course-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     manifest = json.loads((store.STORE_DIR / store.MANIFEST_NAME).read_text())
