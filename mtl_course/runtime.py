@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import random
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -162,6 +163,17 @@ def by_profile(quick: T, full: T, profile: str | None = None) -> T:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     return quick if profile == "quick" else full
+
+
+@contextmanager
+def num_threads_at_most(n: int) -> Iterator[int]:
+    """Run the block with at most ``n`` CPU threads (tiny networks are fastest on one); restores the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(int(n), before)))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def progress_disabled() -> bool:

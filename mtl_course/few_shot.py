@@ -1,0 +1,438 @@
+"""Chapter 4's few-shot experiments: the stored meta-learners, the baselines, and how they are scored.
+
+Every model here is trained once by ``make models`` (the recipes registered at
+the bottom) and loaded by the chapter. The protocol is the few-shot papers':
+
+* **data**: Glyphs at 28×28 (:func:`glyphs_split`), its alphabets split 60/20/20
+  into meta-training, validation and meta-test, so test characters come from
+  alphabets never seen in training;
+* **model**: Conv-4 with 64 channels and GroupNorm, which normalises every image
+  on its own, so that meta-test needs no batch statistics (BatchNorm would have
+  to use the query batch, "transductive" batch norm);
+* **selection**: the checkpoint and the number of adaptation steps at test time
+  are chosen on validation episodes, never on test episodes;
+* **test**: 600 episodes per setting, 15 queries per class, mean ± 95 % interval
+  (:data:`TEST_SETTINGS`, :data:`NUM_TEST`, :data:`TEST_QUERIES`).
+
+:func:`score` evaluates a model on any setting, adapting as its method does.
+A model meta-trained on 5-way episodes is tested on 20-way ones with its head
+widened by :func:`widen_head`: the head's rows are averaged and the average is
+copied to all 20 outputs. Labels are shuffled in every training episode, so no
+row can learn anything a different row would not; the average keeps what they
+share (Ye & Chao, 2022, make the same observation).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import meta, models, runtime, store, training
+from .data import ClassSplit, EpisodeSampler, LabelledSet, load_glyphs, split_classes, split_examples
+from .data.sinusoid import AMPLITUDE_RANGE, PHASE_RANGE, SinusoidTasks
+
+TEST_SETTINGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1))
+"""The (N-way, K-shot) settings every stored few-shot model is tested in."""
+NUM_TEST, NUM_VAL, TEST_QUERIES = 600, 100, 15
+TEST_SEED, VAL_SEED = 2, 3  # episode seeds of the meta-test and validation episodes
+TEST_STEP_CHOICES = (1, 3, 5)
+"""Adaptation steps at meta-test, one of which is chosen per model on validation episodes."""
+
+
+def setting_key(n_way: int, k_shot: int) -> str:
+    """The metric name of a setting in the store's manifest, e.g. ``test_acc_5w1s``."""
+    return f"test_acc_{n_way}w{k_shot}s"
+
+
+def glyphs_split() -> tuple[LabelledSet, ClassSplit]:
+    """Glyphs (28×28, rendering seed 0) and its split by alphabet: the data of Chapter 4's section 4.5."""
+    data = load_glyphs(seed=0)
+    return data, split_classes(data, by="group", fractions=(0.6, 0.2, 0.2), seed=0)
+
+
+def episodes(part: LabelledSet, n_way: int, k_shot: int, num: int, seed: int,
+             q_queries: int = TEST_QUERIES) -> list:
+    """``num`` episodes drawn from every class of ``part`` (a validation or test subset)."""
+    return EpisodeSampler(part, None, n_way, k_shot, q_queries, seed=seed).batch(num)
+
+
+# ---------------------------------------------------------------------------
+# Meta-learners
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetaLearnerConfig:
+    """How one stored meta-learner is trained (its recipe's config)."""
+
+    method: str
+    n_way: int = 5  # training episodes
+    k_shot: int = 1
+    q_queries: int = 5
+    meta_batch: int = 4
+    outer_steps: int = 2000
+    meta_lr: float = 1e-3
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    hidden: int = 64
+    eval_every: int = 200
+    backend: str = "loop"  # the faster backend for Conv-4 on a CPU (benchmarks/)
+
+
+class MetaSGDLearner(nn.Module):
+    """A network together with Meta-SGD's learned per-parameter inner learning rates."""
+
+    def __init__(self, net: nn.Module, init_lr: float = 0.4) -> None:
+        super().__init__()
+        self.net = net
+        self.rates = nn.ParameterDict({_safe(k): nn.Parameter(torch.full_like(p, init_lr))
+                                       for k, p in net.named_parameters()})
+
+    def per_param_lr(self) -> dict[str, torch.Tensor]:
+        """The rates keyed like the network's parameters (what :mod:`mtl_course.meta` expects)."""
+        return {k: self.rates[_safe(k)] for k, _ in self.net.named_parameters()}
+
+
+def _safe(key: str) -> str:
+    return key.replace(".", "__")
+
+
+def build_meta_learner(config: Mapping) -> nn.Module:
+    """The untrained network of a meta-learner: a Conv-4 feature extractor (ProtoNet) or with a zero head."""
+    c = MetaLearnerConfig(**config)
+    if c.method == "protonet":
+        return models.Conv4(1, c.hidden, out_features=None, image_size=28)
+    net = meta.zero_head_(models.Conv4(1, c.hidden, out_features=c.n_way, image_size=28))
+    return MetaSGDLearner(net, c.inner_lr) if c.method == "metasgd" else net
+
+
+def network_and_rates(model: nn.Module) -> tuple[nn.Module, dict | None]:
+    """The network to adapt and its learned rates (``None`` unless ``model`` is a :class:`MetaSGDLearner`)."""
+    if isinstance(model, MetaSGDLearner):
+        return model.net, model.per_param_lr()
+    return model, None
+
+
+def widen_head(model: nn.Module, n_way: int) -> nn.Module:
+    """A copy of ``model`` whose linear head has ``n_way`` outputs, each the average of the trained rows.
+
+    For a :class:`MetaSGDLearner` the head's learned rates are averaged the same way.
+    """
+    import copy
+
+    wide = copy.deepcopy(model)
+    net = wide.net if isinstance(wide, MetaSGDLearner) else wide
+    head = net.head
+    if head.out_features == n_way:
+        return wide
+    new = nn.Linear(head.in_features, n_way).to(head.weight.device)
+    with torch.no_grad():
+        new.weight.copy_(head.weight.mean(0, keepdim=True).expand(n_way, -1))
+        new.bias.copy_(head.bias.mean().expand(n_way))
+    net.head = new
+    if isinstance(wide, MetaSGDLearner):
+        for key in ("head.weight", "head.bias"):
+            old = wide.rates[_safe(key)]
+            mean = old.mean(0, keepdim=True).expand(n_way, *old.shape[1:]) if key.endswith("weight") \
+                else old.mean().expand(n_way)
+            wide.rates[_safe(key)] = nn.Parameter(mean.clone())
+    return wide
+
+
+def _features(net: nn.Module, part: LabelledSet) -> LabelledSet:
+    from .transfer import extract_features
+
+    return LabelledSet(extract_features(net, part.X), part.y, part.class_names, part.class_groups)
+
+
+def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: int, *, num: int = NUM_TEST,
+          seed: int = TEST_SEED, inner_lr: float = 0.4, inner_steps: int = 1,
+          q_queries: int = TEST_QUERIES) -> meta.EpisodeScores:
+    """Accuracy of a meta-learner on ``num`` episodes of ``part``, adapting as ``method`` does.
+
+    ProtoNet classifies by the nearest prototype of its features. ANIL adapts
+    only the head, on fixed features, so its features are computed once. The
+    other methods adapt every weight (Meta-SGD with its learned rates) for
+    ``inner_steps`` steps; Reptile and first-order MAML adapt as MAML does.
+    """
+    if method == "protonet":
+        return meta.evaluate_episodes(nn.Identity(), episodes(_features(model, part), n_way, k_shot, num, seed,
+                                                              q_queries), method="protonet", chunk_size=num)
+    model = widen_head(model, n_way)
+    net, rates = network_and_rates(model)
+    if method == "anil":
+        return meta.evaluate_episodes(net.head, episodes(_features(net, part), n_way, k_shot, num, seed, q_queries),
+                                      inner_lr=inner_lr, inner_steps=inner_steps, chunk_size=num)
+    adapt_as = "metasgd" if rates is not None else "maml"
+    return meta.evaluate_episodes(net, episodes(part, n_way, k_shot, num, seed, q_queries), method=adapt_as,
+                                  inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=rates,
+                                  backend="loop", chunk_size=10)
+
+
+def choose_test_steps(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,
+                      inner_lr: float) -> tuple[int, dict[int, float]]:
+    """The adaptation steps at meta-test that do best on validation episodes, and every choice's score."""
+    if method == "protonet":
+        return 0, {}
+    val = {s: score(model, method, val_part, n_way, k_shot, num=NUM_VAL, seed=VAL_SEED, inner_lr=inner_lr,
+                    inner_steps=s).mean for s in TEST_STEP_CHOICES}
+    return max(val, key=val.get), val
+
+
+def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: ClassSplit,
+                      inner_lr: float) -> tuple[dict[str, float], dict]:
+    """Metrics of a trained model in every :data:`TEST_SETTINGS` (steps chosen on validation per setting)."""
+    val_part, test_part = data.subset(split.val), data.subset(split.test)
+    metrics, extra = {}, {"test_steps": {}, "val_by_steps": {}}
+    for n_way, k_shot in TEST_SETTINGS:
+        key = setting_key(n_way, k_shot)
+        steps, by_steps = choose_test_steps(model, method, val_part, n_way, k_shot, inner_lr)
+        result = score(model, method, test_part, n_way, k_shot, inner_lr=inner_lr, inner_steps=steps)
+        metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
+        extra["test_steps"][key], extra["val_by_steps"][key] = steps, by_steps
+    return metrics, extra
+
+
+def train_meta_learner_recipe(config: dict, seed: int, max_steps: int | None = None,
+                              device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for a meta-learner: :func:`mtl_course.meta.meta_train`, best checkpoint on validation."""
+    c = MetaLearnerConfig(**config)
+    device = device or runtime.get_device()
+    data, split = glyphs_split()
+    runtime.seed_everything(seed)
+    model = build_meta_learner(config).to(device)
+    net, rates = network_and_rates(model)
+    sampler = EpisodeSampler(data, split.train, c.n_way, c.k_shot, c.q_queries, seed=seed + 1)
+    val_episodes = episodes(data.subset(split.val), 5, c.k_shot, NUM_VAL, VAL_SEED, q_queries=c.q_queries)
+    steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
+    history = meta.meta_train(
+        net, lambda: sampler.batch(c.meta_batch), method=c.method, num_steps=steps, meta_lr=c.meta_lr,
+        inner_lr=c.inner_lr, inner_steps=c.inner_steps, per_param_lr=rates, backend=c.backend,
+        val_episodes=None if max_steps is not None else val_episodes,
+        eval_every=c.eval_every, desc=f"{c.method} (store)")
+    metrics, extra = ({}, {}) if max_steps is not None else \
+        test_all_settings(model, c.method, data, split, c.inner_lr)
+    extra.update({"val_step": history.val_step, "val_acc": history.val_metric, "best_step": history.best_step})
+    if history.val_metric:
+        metrics["val_acc_5w"] = max(history.val_metric)
+    return store.Trained(model, metrics, history.loss, extra)
+
+
+# ---------------------------------------------------------------------------
+# The "good embedding" baseline: a classifier of all meta-training characters
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Pre-training one classifier of every meta-training character (Chen et al., 2019; Tian et al., 2020)."""
+
+    hidden: int = 64
+    num_epochs: int = 6
+    lr: float = 1e-3
+    batch_size: int = 128
+    val_fraction: float = 0.1
+
+
+def build_embedding(config: Mapping) -> nn.Module:
+    """The stored embedding network: Conv-4 without its classifier head."""
+    return models.Conv4(1, config["hidden"], out_features=None, image_size=28)
+
+
+def train_embedding_recipe(config: dict, seed: int, max_steps: int | None = None,
+                           device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for the pre-trained embedding: ordinary supervised training, then the head dropped."""
+    c = EmbeddingConfig(**config)
+    device = device or runtime.get_device()
+    data, split = glyphs_split()
+    train, val, _ = split_examples(data.subset(split.train), (1 - c.val_fraction, c.val_fraction, 0.0), seed=seed)
+    runtime.seed_everything(seed)
+    model = models.Conv4(1, c.hidden, out_features=len(split.train), image_size=28).to(device)
+    history = training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=c.num_epochs, lr=c.lr,
+                           batch_size=c.batch_size, seed=seed, max_steps=max_steps, desc="pre-training (store)")
+    model.head = nn.Identity()
+    metrics, extra = {}, {"epoch_val_acc": history.val_metric}
+    if max_steps is None:
+        metrics["val_acc_classes"] = history.best_val_metric
+        val_part, test_part = data.subset(split.val), data.subset(split.test)
+        extra["logreg_lr"], extra["logreg_val_by_lr"] = choose_logreg_lr(model, val_part)
+        for n_way, k_shot in TEST_SETTINGS:
+            key = setting_key(n_way, k_shot)
+            metrics[f"centroid_{key}"] = nearest_centroid(model, test_part, n_way, k_shot).mean
+            metrics[f"logreg_{key}"] = logistic_regression(model, test_part, n_way, k_shot,
+                                                           lr=extra["logreg_lr"]).mean
+    return store.Trained(model.eval(), metrics, history.step_loss, extra)
+
+
+def nearest_centroid(embedding: nn.Module, part: LabelledSet, n_way: int, k_shot: int, num: int = NUM_TEST,
+                     seed: int = TEST_SEED) -> meta.EpisodeScores:
+    """Frozen embedding, then the nearest class mean of the L2-normalised features (Chen et al., 2019)."""
+    feats = _features(embedding, part)
+    feats.X = F.normalize(feats.X, dim=1)
+    return meta.evaluate_episodes(nn.Identity(), episodes(feats, n_way, k_shot, num, seed), method="protonet",
+                                  chunk_size=num)
+
+
+def logistic_regression(embedding: nn.Module, part: LabelledSet, n_way: int, k_shot: int, num: int = NUM_TEST,
+                        seed: int = TEST_SEED, lr: float = 10.0, steps: int = 100) -> meta.EpisodeScores:
+    """Frozen embedding, then a logistic regression fitted on each support set's normalised features (Tian et al.)."""
+    feats = _features(embedding, part)
+    feats.X = F.normalize(feats.X, dim=1)
+    head = nn.Linear(feats.X.shape[1], n_way)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return meta.evaluate_episodes(head, episodes(feats, n_way, k_shot, num, seed), inner_lr=lr, inner_steps=steps,
+                                  chunk_size=num)
+
+
+LOGREG_LRS = (1.0, 10.0, 100.0)
+
+
+def choose_logreg_lr(embedding: nn.Module, val_part: LabelledSet) -> tuple[float, dict[str, float]]:
+    """The logistic regression's step size that does best on 5-way 1-shot validation episodes."""
+    val = {lr: logistic_regression(embedding, val_part, 5, 1, num=NUM_VAL, seed=VAL_SEED, lr=lr).mean
+           for lr in LOGREG_LRS}
+    best = max(val, key=val.get)
+    return best, {str(k): v for k, v in val.items()}
+
+
+def raw_pixels(part: LabelledSet, n_way: int, k_shot: int, num: int = NUM_TEST,
+               seed: int = TEST_SEED) -> meta.EpisodeScores:
+    """No learning at all: the nearest class mean of the raw pixels."""
+    pixels = LabelledSet(part.X.flatten(1), part.y, part.class_names, part.class_groups)
+    return meta.evaluate_episodes(nn.Identity(), episodes(pixels, n_way, k_shot, num, seed), method="protonet",
+                                  chunk_size=num)
+
+
+# ---------------------------------------------------------------------------
+# Sinusoid regression (section 4.3)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinusoidConfig:
+    """MAML on sinusoids as in the MAML paper: MLP 40-40, K points, one inner step of 0.01, 25 tasks a batch."""
+
+    k_shot: int = 10
+    outer_steps: int = 15_000
+    meta_batch: int = 25
+    meta_lr: float = 1e-3
+    inner_lr: float = 0.01
+    pretrain: bool = False  # True: ordinary regression on pooled sinusoids, the same number of steps
+
+
+SINE_TEST_TASKS, SINE_TEST_POINTS, SINE_TEST_SEED = 600, 100, 1010
+SINE_FINETUNE_LRS = (0.002, 0.005, 0.01, 0.02)
+
+
+def sine_network() -> nn.Module:
+    """The MAML paper's regression network: 1 → 40 → 40 → 1 with ReLUs."""
+    return models.MLP(1, (40, 40), 1)
+
+
+def pooled_sinusoids(num_tasks: int, points_per_task: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` pairs from many random sinusoids with the task identity dropped: data for pre-training."""
+    rng = runtime.rng(seed)
+    amplitude = rng.uniform(*AMPLITUDE_RANGE, (num_tasks, 1))
+    phase = rng.uniform(*PHASE_RANGE, (num_tasks, 1))
+    x = rng.uniform(-5.0, 5.0, (num_tasks, points_per_task))
+    as_column = lambda a: torch.tensor(a.reshape(-1, 1), dtype=torch.float32)  # noqa: E731
+    return as_column(x), as_column(amplitude * np.sin(x - phase))
+
+
+def sine_mse(net: nn.Module, tasks: list, lr: float, steps: int) -> meta.EpisodeScores:
+    """Query mean squared error after ``steps`` gradient steps of size ``lr`` on each task's K points."""
+    return meta.evaluate_episodes(net, tasks, inner_lr=lr, inner_steps=steps, loss_fn=F.mse_loss, metric=None,
+                                  chunk_size=len(tasks))
+
+
+def choose_sine_lr(net: nn.Module, k_shot: int) -> tuple[float, dict[float, float]]:
+    """The fine-tuning step size with the lowest validation MSE after 10 steps (200 validation tasks)."""
+    val_tasks = SinusoidTasks(seed=1).batch(200, k_shot, SINE_TEST_POINTS)
+    val = {lr: sine_mse(net, val_tasks, lr, 10).mean for lr in SINE_FINETUNE_LRS}
+    return min(val, key=val.get), val
+
+
+def train_sinusoid_recipe(config: dict, seed: int, max_steps: int | None = None,
+                          device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for section 4.3: MAML, or pre-training on pooled sinusoids at the same number of steps."""
+    c = SinusoidConfig(**config)
+    steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
+    runtime.seed_everything(seed)
+    net = sine_network()
+    with runtime.num_threads_at_most(1):  # a tiny network: one thread is fastest
+        if c.pretrain:
+            pool = pooled_sinusoids(c.outer_steps * c.meta_batch, 20, seed=seed + 100)  # one epoch = MAML's steps
+            history = training.fit(net, pool, num_epochs=1, lr=c.meta_lr, loss_fn=F.mse_loss, metric=None,
+                                   batch_size=c.meta_batch * 20, seed=seed, max_steps=max_steps,
+                                   desc="sinusoid pre-training (store)")
+            losses = history.step_loss
+        else:
+            tasks = SinusoidTasks(seed=seed + c.k_shot)
+            history = meta.meta_train(net, lambda: tasks.batch(c.meta_batch, c.k_shot, c.k_shot), num_steps=steps,
+                                      meta_lr=c.meta_lr, inner_lr=c.inner_lr, inner_steps=1, loss_fn=F.mse_loss,
+                                      metric=None, backend="vmap", desc="sinusoid MAML (store)")
+            losses = history.loss
+        metrics, extra = {}, {}
+        if max_steps is None:
+            lr, by_lr = choose_sine_lr(net, c.k_shot) if c.pretrain else (c.inner_lr, {})
+            test = SinusoidTasks(seed=SINE_TEST_SEED).batch(SINE_TEST_TASKS, c.k_shot, SINE_TEST_POINTS)
+            for steps_ in (0, 1, 10):
+                result = sine_mse(net, test, lr, steps_)
+                metrics[f"test_mse_{steps_}step"], metrics[f"test_mse_{steps_}step_ci95"] = result.mean, result.ci95
+            extra = {"test_lr": lr, "val_mse_by_lr": {str(k): v for k, v in by_lr.items()}}
+    return store.Trained(net, metrics, losses, extra)
+
+
+def build_sine_network(config: Mapping) -> nn.Module:
+    return sine_network()
+
+
+# ---------------------------------------------------------------------------
+# The recipes
+# ---------------------------------------------------------------------------
+
+META_LEARNERS: dict[str, MetaLearnerConfig] = {
+    "ProtoNet": MetaLearnerConfig("protonet", n_way=20, meta_batch=1, outer_steps=1200),
+    "MAML": MetaLearnerConfig("maml", outer_steps=2400),
+    "first-order MAML": MetaLearnerConfig("fomaml", outer_steps=3600),
+    "ANIL": MetaLearnerConfig("anil", outer_steps=2800),
+    "Meta-SGD": MetaLearnerConfig("metasgd", outer_steps=2400),
+    "Reptile": MetaLearnerConfig("reptile", inner_lr=0.1, inner_steps=5, outer_steps=700, eval_every=100),
+}
+"""Chapter 4's meta-learners and how each is trained (budgets of about 5-8 minutes on a 2-core CPU)."""
+
+
+def model_name(method_name: str) -> str:
+    """The store's name for a meta-learner of :data:`META_LEARNERS`, e.g. ``glyphs-maml-conv4``."""
+    return f"glyphs-{META_LEARNERS[method_name].method}-conv4"
+
+
+EMBEDDING_MODEL_NAME = "glyphs-embedding-conv4"
+SINE_MAML_MODEL_NAME, SINE_PRETRAINED_MODEL_NAME = "sinusoid-maml-mlp", "sinusoid-pretrained-mlp"
+
+for _name, _config in META_LEARNERS.items():
+    store.register(store.Recipe(
+        name=model_name(_name), chapter=4, train=train_meta_learner_recipe, build=build_meta_learner,
+        config=asdict(_config), seed=0, version=1,
+        description=f"{_name} meta-trained on Glyphs {_config.n_way}-way {_config.k_shot}-shot episodes"))
+store.register(store.Recipe(
+    name=EMBEDDING_MODEL_NAME, chapter=4, train=train_embedding_recipe, build=build_embedding,
+    config=asdict(EmbeddingConfig()), seed=0, version=1,
+    description="Conv-4 trained to classify every character of the Glyphs meta-training alphabets"))
+store.register(store.Recipe(
+    name=SINE_MAML_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
+    config=asdict(SinusoidConfig()), seed=0, version=1, description="MAML on sinusoids, K = 10"))
+store.register(store.Recipe(
+    name=SINE_PRETRAINED_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
+    config=asdict(SinusoidConfig(pretrain=True)), seed=0, version=1,
+    description="the same network pre-trained on pooled sinusoids, as many steps as MAML"))
+
+
+def load_meta_learner(method_name: str, device: torch.device | None = None) -> store.StoredModel:
+    """The stored meta-learner ``method_name`` (a key of :data:`META_LEARNERS`)."""
+    return store.load(model_name(method_name), device)
