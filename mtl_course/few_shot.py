@@ -101,12 +101,12 @@ def _safe(key: str) -> str:
     return key.replace(".", "__")
 
 
-def build_meta_learner(config: Mapping) -> nn.Module:
+def build_meta_learner(config: Mapping, in_channels: int = 1, image_size: int = 28) -> nn.Module:
     """The untrained network of a meta-learner: a Conv-4 feature extractor (ProtoNet) or with a zero head."""
     c = MetaLearnerConfig(**config)
     if c.method == "protonet":
-        return models.Conv4(1, c.hidden, out_features=None, image_size=28)
-    net = meta.zero_head_(models.Conv4(1, c.hidden, out_features=c.n_way, image_size=28))
+        return models.Conv4(in_channels, c.hidden, out_features=None, image_size=image_size)
+    net = meta.zero_head_(models.Conv4(in_channels, c.hidden, out_features=c.n_way, image_size=image_size))
     return MetaSGDLearner(net, c.inner_lr) if c.method == "metasgd" else net
 
 
@@ -161,7 +161,7 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
     """
     if method == "protonet":
         return meta.evaluate_episodes(nn.Identity(), episodes(_features(model, part), n_way, k_shot, num, seed,
-                                                              q_queries), method="protonet", chunk_size=num)
+                                                              q_queries), method="protonet", chunk_size=100)
     model = widen_head(model, n_way)
     net, rates = network_and_rates(model)
     if method == "anil":
@@ -183,28 +183,45 @@ def choose_test_steps(model: nn.Module, method: str, val_part: LabelledSet, n_wa
     return max(val, key=val.get), val
 
 
-def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: ClassSplit,
-                      inner_lr: float) -> tuple[dict[str, float], dict]:
-    """Metrics of a trained model in every :data:`TEST_SETTINGS` (steps chosen on validation per setting)."""
+def tested_settings(method: str) -> tuple[tuple[int, int], ...]:
+    """The settings a stored meta-learner is tested in: all of :data:`TEST_SETTINGS`, except 20-way for the
+    methods that adapt every weight other than MAML (600 such episodes take minutes on a 2-core CPU; MAML
+    stands for them at 20-way)."""
+    if method in ("protonet", "anil", "maml"):
+        return TEST_SETTINGS
+    return tuple(s for s in TEST_SETTINGS if s[0] == 5)
+
+
+def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: ClassSplit, inner_lr: float,
+                      settings: Sequence[tuple[int, int]] = TEST_SETTINGS) -> tuple[dict[str, float], dict]:
+    """Metrics of a trained model in each of ``settings``, with the adaptation steps chosen on validation.
+
+    The steps are chosen once, on 5-way 1-shot validation episodes, and used in every setting.
+    """
     val_part, test_part = data.subset(split.val), data.subset(split.test)
-    metrics, extra = {}, {"test_steps": {}, "val_by_steps": {}}
-    for n_way, k_shot in TEST_SETTINGS:
+    steps, by_steps = choose_test_steps(model, method, val_part, 5, 1, inner_lr)
+    metrics, extra = {}, {"test_steps": {}, "val_by_steps": by_steps}
+    for n_way, k_shot in settings:
         key = setting_key(n_way, k_shot)
-        steps, by_steps = choose_test_steps(model, method, val_part, n_way, k_shot, inner_lr)
         result = score(model, method, test_part, n_way, k_shot, inner_lr=inner_lr, inner_steps=steps)
         metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
-        extra["test_steps"][key], extra["val_by_steps"][key] = steps, by_steps
+        extra["test_steps"][key] = steps
     return metrics, extra
 
 
-def train_meta_learner_recipe(config: dict, seed: int, max_steps: int | None = None,
-                              device: torch.device | None = None) -> store.Trained:
-    """The store's recipe for a meta-learner: :func:`mtl_course.meta.meta_train`, best checkpoint on validation."""
-    c = MetaLearnerConfig(**config)
+def train_meta_learner(config: MetaLearnerConfig, data: LabelledSet, split: ClassSplit, seed: int = 0,
+                       device: torch.device | None = None, max_steps: int | None = None,
+                       evaluate: bool = True) -> store.Trained:
+    """Meta-train one learner on ``split.train`` with :func:`mtl_course.meta.meta_train` and test it.
+
+    The checkpoint kept is the best on 5-way validation episodes (every
+    ``config.eval_every`` steps); then :func:`test_all_settings` scores it in
+    every :data:`TEST_SETTINGS` (skipped with ``max_steps`` or ``evaluate=False``).
+    """
+    c = config
     device = device or runtime.get_device()
-    data, split = glyphs_split()
     runtime.seed_everything(seed)
-    model = build_meta_learner(config).to(device)
+    model = build_meta_learner(asdict(c), data.X.shape[1], data.X.shape[-1]).to(device)
     net, rates = network_and_rates(model)
     sampler = EpisodeSampler(data, split.train, c.n_way, c.k_shot, c.q_queries, seed=seed + 1)
     val_episodes = episodes(data.subset(split.val), 5, c.k_shot, NUM_VAL, VAL_SEED, q_queries=c.q_queries)
@@ -212,14 +229,23 @@ def train_meta_learner_recipe(config: dict, seed: int, max_steps: int | None = N
     history = meta.meta_train(
         net, lambda: sampler.batch(c.meta_batch), method=c.method, num_steps=steps, meta_lr=c.meta_lr,
         inner_lr=c.inner_lr, inner_steps=c.inner_steps, per_param_lr=rates, backend=c.backend,
-        val_episodes=None if max_steps is not None else val_episodes,
-        eval_every=c.eval_every, desc=f"{c.method} (store)")
-    metrics, extra = ({}, {}) if max_steps is not None else \
-        test_all_settings(model, c.method, data, split, c.inner_lr)
+        val_episodes=None if max_steps is not None else val_episodes, eval_every=c.eval_every,
+        desc=f"{c.method}, {c.n_way}-way {c.k_shot}-shot")
+    metrics, extra = {}, {}
+    if evaluate and max_steps is None:
+        metrics, extra = test_all_settings(model, c.method, data, split, c.inner_lr,
+                                           tested_settings(c.method))
     extra.update({"val_step": history.val_step, "val_acc": history.val_metric, "best_step": history.best_step})
     if history.val_metric:
         metrics["val_acc_5w"] = max(history.val_metric)
-    return store.Trained(model, metrics, history.loss, extra)
+    return store.Trained(model.eval(), metrics, history.loss, extra)
+
+
+def train_meta_learner_recipe(config: dict, seed: int, max_steps: int | None = None,
+                              device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for a meta-learner: :func:`train_meta_learner` on Glyphs (:func:`glyphs_split`)."""
+    return train_meta_learner(MetaLearnerConfig(**config), *glyphs_split(), seed=seed, device=device,
+                              max_steps=max_steps)
 
 
 # ---------------------------------------------------------------------------
@@ -274,7 +300,7 @@ def nearest_centroid(embedding: nn.Module, part: LabelledSet, n_way: int, k_shot
     feats = _features(embedding, part)
     feats.X = F.normalize(feats.X, dim=1)
     return meta.evaluate_episodes(nn.Identity(), episodes(feats, n_way, k_shot, num, seed), method="protonet",
-                                  chunk_size=num)
+                                  chunk_size=100)
 
 
 def logistic_regression(embedding: nn.Module, part: LabelledSet, n_way: int, k_shot: int, num: int = NUM_TEST,
@@ -305,7 +331,7 @@ def raw_pixels(part: LabelledSet, n_way: int, k_shot: int, num: int = NUM_TEST,
     """No learning at all: the nearest class mean of the raw pixels."""
     pixels = LabelledSet(part.X.flatten(1), part.y, part.class_names, part.class_groups)
     return meta.evaluate_episodes(nn.Identity(), episodes(pixels, n_way, k_shot, num, seed), method="protonet",
-                                  chunk_size=num)
+                                  chunk_size=25)
 
 
 # ---------------------------------------------------------------------------

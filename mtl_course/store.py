@@ -258,7 +258,8 @@ class StoredModel:
     def describe(self) -> str:
         """One line for a chapter: what was loaded and how long its training took."""
         m = self.entry["machine"]
-        return (f"{self.entry['name']}: trained by `make models` in {self.seconds:.0f} s "
+        how = "trained by `make models`" if "file" in self.entry else "trained in this run"
+        return (f"{self.entry['name']}: {how} in {self.seconds:.0f} s "
                 f"on {m['threads']} CPU thread(s) ({self.entry['curve']['steps']} steps)")
 
 
@@ -298,6 +299,27 @@ def load(name: str, device: torch.device | str | None = None, folder: Path = STO
     model.load_state_dict(state)
     device = torch.device(device) if device is not None else runtime.get_device()
     return StoredModel(model.to(device).eval(), e)
+
+
+def load_or_train(name: str, device: torch.device | str | None = None, retrain: bool = False,
+                  **overrides: Any) -> StoredModel:
+    """The stored model ``name``, or with ``retrain=True`` (the ``full`` profile) one trained afresh.
+
+    Retraining runs the recipe with its config updated by ``overrides`` (e.g.
+    ``outer_steps=20_000``); the result carries a manifest-like entry (metrics,
+    curve, seconds, machine) but is not written into the store.
+    """
+    if not retrain:
+        return load(name, device)
+    r = recipe(name)
+    device = torch.device(device) if device is not None else runtime.get_device()
+    started = time.perf_counter()
+    result = r.train({**dict(r.config), **overrides}, r.seed, device=device)
+    e = {"name": name, "chapter": r.chapter, "config": _plain({**dict(r.config), **overrides}), "seed": r.seed,
+         "machine": machine(), "seconds": round(time.perf_counter() - started, 1),
+         "metrics": {k: float(v) for k, v in result.metrics.items()},
+         "curve": summarise_curve([float(x) for x in result.step_losses]), "extra": _plain(result.extra)}
+    return StoredModel(result.model.to(device).eval(), e)
 
 
 def main(argv: list[str] | None = None) -> int:
