@@ -425,12 +425,14 @@ def build_sine_network(config: Mapping) -> nn.Module:
 META_LEARNERS: dict[str, MetaLearnerConfig] = {
     "ProtoNet": MetaLearnerConfig("protonet", n_way=20, meta_batch=1, outer_steps=1200),
     "MAML": MetaLearnerConfig("maml", outer_steps=2400),
-    "first-order MAML": MetaLearnerConfig("fomaml", outer_steps=3600),
+    # First-order MAML takes Reptile's inner loop: after 200 steps one step of 0.4 reached 39% on the
+    # validation episodes, three steps of 0.4 57% and five steps of 0.1 74%.
+    "first-order MAML": MetaLearnerConfig("fomaml", inner_lr=0.1, inner_steps=5, outer_steps=900, eval_every=100),
     "ANIL": MetaLearnerConfig("anil", outer_steps=2800),
     "Meta-SGD": MetaLearnerConfig("metasgd", outer_steps=2400),
     "Reptile": MetaLearnerConfig("reptile", inner_lr=0.1, inner_steps=5, outer_steps=700, eval_every=100),
 }
-"""Chapter 4's meta-learners and how each is trained (budgets of about 5-8 minutes on a 2-core CPU)."""
+"""Chapter 4's meta-learners and how each is trained (2 to 17 minutes each on a 2-core CPU)."""
 
 
 def model_name(method_name: str) -> str:
