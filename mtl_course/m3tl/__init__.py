@@ -22,7 +22,8 @@ reduction          what is switched off                    trained by
   :func:`cache_frozen_features`;
 * :mod:`.train` -- :func:`fit_joint`, :func:`fit_task`, :func:`transfer_to_target` (Fig. 7),
   :func:`meta_train`, :func:`meta_test`, :func:`adaptation_updates`, :func:`pairwise_cosine`;
-* :mod:`.figure` -- :func:`plot_architecture`.
+* :mod:`.figure` -- :func:`plot_architecture`;
+* :mod:`.stored` -- Chapter 8's stored network (:data:`M3TL_MODEL_NAME`) and its recipe.
 """
 from .config import (
     ENCODER_ARCHS,
