@@ -37,7 +37,7 @@ from torch import nn
 
 from . import meta, models
 from .data import Episode, SineTask, SinusoidTasks
-from .metrics import mean_confidence_interval
+from . import metrics
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -219,7 +219,7 @@ def paired_difference(a: meta.EpisodeScores, b: meta.EpisodeScores) -> tuple[flo
     """Mean and 95 % half-width of ``a − b`` task by task (both scored on the same episodes, in order)."""
     if len(a.values) != len(b.values):
         raise ValueError(f"paired scores need the same episodes, got {len(a.values)} and {len(b.values)} values")
-    return mean_confidence_interval(np.asarray(a.values) - np.asarray(b.values))
+    return metrics.paired_difference(a.values, b.values)
 
 
 def average_scores(scores: Sequence[meta.EpisodeScores]) -> meta.EpisodeScores:

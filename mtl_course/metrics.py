@@ -16,18 +16,45 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of its normal-approximation confidence interval.
+    """Mean and half-width of its Student-t confidence interval.
 
-    The half-width is ``z * std / sqrt(n)`` with ``z = 1.96`` for 95 %: what
-    few-shot papers report as "mean ± CI" over test episodes.
+    The half-width is ``t * std / sqrt(n)``, with ``t`` the ``(1 + confidence) / 2``
+    quantile of Student's t distribution with ``n - 1`` degrees of freedom. Over
+    600 test episodes ``t`` is 1.964, the normal value few-shot papers use; over 3
+    seeds it is 4.30, and a normal 1.96 would understate the interval twofold.
+
+    >>> mean, half = mean_confidence_interval([1.0, 2.0, 3.0])
+    >>> mean, round(half, 3)
+    (2.0, 2.484)
     """
     x = np.asarray(values, dtype=float)
     if x.size < 2:
         raise ValueError("need at least two values for a confidence interval")
-    from scipy.stats import norm
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    from scipy.stats import t
 
-    z = float(norm.ppf(0.5 + confidence / 2))
-    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(x.size))
+    quantile = float(t.ppf(0.5 + confidence / 2, df=x.size - 1))
+    return float(x.mean()), float(quantile * x.std(ddof=1) / math.sqrt(x.size))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float],
+                      confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and Student-t half-width of ``a − b``, pair by pair.
+
+    For two methods scored on the same episodes (or seeds), in the same order:
+    the differences cancel what the pairs share, so the interval is far
+    narrower than the two intervals of ``a`` and ``b`` suggest. "A beats B" is
+    supported when the whole interval lies above zero.
+
+    >>> mean, half = paired_difference([0.9, 0.8, 0.7], [0.8, 0.7, 0.5])
+    >>> round(mean, 3), round(half, 3)
+    (0.133, 0.143)
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same episodes in the same order, got {a.shape} and {b.shape}")
+    return mean_confidence_interval(a - b, confidence)
 
 
 def transfer_gain(score_with_transfer: float, score_without: float) -> float:

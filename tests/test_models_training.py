@@ -114,11 +114,41 @@ def test_predict_matches_forward():
         assert torch.allclose(training.predict(net, X), net(X))
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 30, 600])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_confidence_interval_is_students_t(n, confidence):
+    from scipy import stats
+    values = np.random.default_rng(n).normal(size=n)
+    mean, half = metrics.mean_confidence_interval(values, confidence)
+    low, high = stats.t.interval(confidence, df=n - 1, loc=values.mean(), scale=stats.sem(values))
+    assert mean == pytest.approx(values.mean()) and half == pytest.approx((high - low) / 2, rel=1e-9)
+
+
+def test_paired_difference_cancels_what_pairs_share():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=50)  # the episode's difficulty, common to both methods
+    a, b = shared + 0.1 + 0.01 * rng.normal(size=50), shared + 0.01 * rng.normal(size=50)
+    mean, half = metrics.paired_difference(a, b)
+    assert mean == pytest.approx(0.1, abs=0.01) and mean - half > 0
+    unpaired = metrics.mean_confidence_interval(a)[1] + metrics.mean_confidence_interval(b)[1]
+    assert half < unpaired / 10
+    with pytest.raises(ValueError, match="same episodes"):
+        metrics.paired_difference(a, b[:-1])
+    with pytest.raises(ValueError, match="strictly between"):
+        metrics.mean_confidence_interval(a, confidence=95)
+
+
+def test_metrics_docstring_examples():
+    import doctest
+    assert doctest.testmod(metrics).failed == 0
+
+
 def test_metrics():
     logits = torch.tensor([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]])
     assert metrics.accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
     mean, half = metrics.mean_confidence_interval([1.0, 2.0, 3.0, 4.0])
-    assert mean == 2.5 and half == pytest.approx(1.959964 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
+    # Student's t with 3 degrees of freedom: t_{0.975, 3} = 3.182446
+    assert mean == 2.5 and half == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
     assert metrics.transfer_gain(0.8, 0.7) == pytest.approx(0.1)
     R = np.array([[0.9, 0.1, 0.0], [0.5, 0.9, 0.1], [0.3, 0.7, 0.95]])
     assert metrics.backward_transfer(R) == pytest.approx(((0.3 - 0.9) + (0.7 - 0.9)) / 2)
