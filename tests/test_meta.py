@@ -327,7 +327,8 @@ def test_evaluate_episodes_confidence_interval():
     values = scores.values
     assert len(values) == 5
     assert math.isclose(scores.mean, values.mean())
-    assert math.isclose(scores.ci95, 1.959964 * values.std(ddof=1) / math.sqrt(5), rel_tol=1e-5)
+    # Student's t with 4 degrees of freedom: t_{0.975, 4} = 2.776445
+    assert math.isclose(scores.ci95, 2.776445 * values.std(ddof=1) / math.sqrt(5), rel_tol=1e-5)
     assert str(scores) == f"{scores.mean:.3f} ± {scores.ci95:.3f}"
 
 
