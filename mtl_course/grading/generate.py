@@ -23,6 +23,8 @@ from .notebooks import (
 
 BEGIN_SOLUTION = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?::\s*(?P<hint>.*?))?\s*$")
 END_SOLUTION = re.compile(r"^[ \t]*### END SOLUTION\s*$")
+BEGIN_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN CHECKS\s*$")
+END_HIDDEN = re.compile(r"^[ \t]*### END HIDDEN CHECKS\s*$")
 DEF_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
 METADATA_KEY = "mtl_course"
 GENERATED_NOTE = (
@@ -103,6 +105,57 @@ def strip_solutions(source: str) -> str:
     return text if source.endswith("\n") else text.removesuffix("\n")
 
 
+def has_hidden_checks(source: str) -> bool:
+    """True if ``source`` holds a ``### BEGIN HIDDEN CHECKS`` or ``### END HIDDEN CHECKS`` line."""
+    return any(BEGIN_HIDDEN.match(line) or END_HIDDEN.match(line) for line in source.splitlines())
+
+
+def split_hidden_checks(source: str) -> tuple[str, str]:
+    """A check cell's source as (visible part, hidden part).
+
+    The hidden part is the lines between ``### BEGIN HIDDEN CHECKS`` and
+    ``### END HIDDEN CHECKS`` (nbgrader's convention; several blocks are joined in
+    order); the visible part is everything else. Both keep their line numbers: each
+    line that goes to the other part becomes an empty line, so an error in either
+    points at its line in the solution's cell.
+    """
+    visible: list[str] = []
+    hidden: list[str] = []
+    inside = False
+    for index, line in enumerate(source.splitlines()):
+        if BEGIN_HIDDEN.match(line):
+            if inside:
+                raise SolutionMarkerError(f"line {index + 1}: nested '### BEGIN HIDDEN CHECKS'")
+            inside = True
+        elif END_HIDDEN.match(line):
+            if not inside:
+                raise SolutionMarkerError(f"line {index + 1}: '### END HIDDEN CHECKS' without a BEGIN")
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+            (visible if inside else hidden).append("")
+            continue
+        visible.append("")
+        hidden.append("")
+    if inside:
+        raise SolutionMarkerError("'### BEGIN HIDDEN CHECKS' without a matching '### END HIDDEN CHECKS'")
+    return "\n".join(visible), "\n".join(hidden)
+
+
+def strip_hidden_checks(source: str) -> str:
+    """``source`` without its hidden-check blocks (marker lines included): what the student sees."""
+    lines = source.splitlines(keepends=True)
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        if BEGIN_HIDDEN.match(line) or END_HIDDEN.match(line):
+            inside = bool(BEGIN_HIDDEN.match(line))
+        elif not inside:
+            kept.append(line)
+    text = "".join(kept).rstrip("\n")
+    return text + "\n" if source.endswith("\n") else text
+
+
 def content_hash(nb: NotebookNode) -> str:
     """Hash of what a student writes in a notebook: the type and source of every cell.
 
@@ -119,6 +172,14 @@ def _exercise_cell(cell: NotebookNode, index: int) -> NotebookNode:
     cell.metadata.pop("execution", None)
     if cell.cell_type != "code":
         return cell
+    if has_hidden_checks(cell.source):
+        if check_id_of(cell) is None:
+            raise SolutionMarkerError(f"cell {index} has hidden checks but is not a '# CHECK:' cell")
+        try:
+            split_hidden_checks(cell.source)  # raises on unpaired markers
+        except SolutionMarkerError as error:
+            raise SolutionMarkerError(f"cell {index}, {error}") from None
+        cell.source = strip_hidden_checks(cell.source)
     if has_solution(cell.source):
         if check_id_of(cell) is not None:
             raise SolutionMarkerError(f"cell {index} is a check cell: it cannot hold a solution")
