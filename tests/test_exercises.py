@@ -1,7 +1,10 @@
 """The repository's exercises: in sync with the solutions, and checks that discriminate.
 
 Every check must pass on the solution and fail on the blank exercise generated from
-it; otherwise it does not tell a student whether their answer is right.
+it; otherwise it does not tell a student whether their answer is right. Every
+exercise has a hidden check, and each plausible wrong answer in
+``tests/wrong_answers.py`` passes the checks a student sees but fails a hidden one.
+All of them are graded as the instructor's grader does: with the solution's checks.
 """
 from __future__ import annotations
 
@@ -44,19 +47,20 @@ def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     write_notebook(generate_exercise(solution), exercise_path)
     return {
         "name": solution_path.name,
-        "solution": grade_notebook(solution_path),
-        "exercise": grade_notebook(exercise_path),
+        "solution": grade_notebook(solution_path, solution),
+        "exercise": grade_notebook(exercise_path, solution),
     }
 
 
 def test_every_check_passes_on_the_solution(graded: dict) -> None:
-    failed = [check_id for check_id, passed in graded["solution"].items() if not passed]
+    failed = {check_id: r.failure for check_id, r in graded["solution"].items() if not r.passed}
     assert not failed, f"solutions/{graded['name']}: these checks fail on the solution: {failed}"
 
 
 def test_every_check_fails_on_the_blank_exercise(graded: dict) -> None:
-    passed = [check_id for check_id, ok in graded["exercise"].items() if ok]
+    passed = [check_id for check_id, result in graded["exercise"].items() if result.passed]
     assert not passed, (
         f"exercises/{graded['name']}: these checks pass without any work from the student, "
         f"so they cannot tell a right answer from a blank one: {passed}"
     )
+

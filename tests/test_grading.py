@@ -14,6 +14,7 @@ from nbformat import NotebookNode
 
 from mtl_course.grading import (
     GradingError,
+    Limits,
     OverwriteRefusedError,
     SolutionMarkerError,
     check_sync,
@@ -25,6 +26,7 @@ from mtl_course.grading import (
     write_notebook,
 )
 from mtl_course.grading.__main__ import main
+from mtl_course.grading.gradebook import grade_submission
 
 SOLUTION_SOURCE = '''\
 def clip_add(a, b, limit):
@@ -227,22 +229,79 @@ def test_execute_refuses_a_failing_notebook(tmp_path: Path) -> None:
 
 # --- grading ----------------------------------------------------------------------
 
+GRADED_SETUP = "import numpy as np\nimport torch"
+GRADED_CHECKS = {
+    "adds": 'assert clip_add(1, 2, 10) == 3, "clip_add(1, 2, 10) should be 3"\n'
+            "### BEGIN HIDDEN CHECKS\n"
+            'assert clip_add(-1, -2, 10) == -3, "clip_add must add negative numbers too"\n'
+            "### END HIDDEN CHECKS",
+    "clips": 'assert np.allclose(clip_add(8, 5, 10), 10), "clip_add(8, 5, 10) should be clipped to 10"',
+    "clips below": "torch.testing.assert_close(torch.tensor(float(clip_add(-8, -5, 10))), torch.tensor(-10.0))",
+    "in range": 'assert abs(clip_add(20, 20, 10)) <= 10, "the result must stay within the limit"',
+}
+NO_CLIP = "def clip_add(a, b, limit):\n    return a + b  # forgets to clip"
+ABS_ADD = "def clip_add(a, b, limit):\n    return min(abs(a) + abs(b), limit)  # adds magnitudes"
+# What a student might put in a cell above the checks to pass them without the answer.
+ATTACKS = {
+    "patch-numpy": ("np.allclose = lambda *args, **kwargs: True", "clips"),
+    "patch-torch": ("torch.testing.assert_close = lambda *args, **kwargs: None", "clips below"),
+    "rebind-np": ("class Fake:\n    allclose = staticmethod(lambda *args, **kwargs: True)\nnp = Fake()", "clips"),
+    "shadow-abs": ("abs = lambda x: 0", "in range"),
+    "patch-builtins": ("import builtins\nbuiltins.abs = lambda x: 0", "in range"),
+    "swallow-errors": ("get_ipython().set_custom_exc((AssertionError,), lambda *args, **kwargs: None)", "clips"),
+    "blank-cells": ('get_ipython().input_transformers_cleanup.append(lambda lines: ["pass\\n"])', "clips"),
+}
+
+
+def make_graded_solution() -> NotebookNode:
+    """The reference: setup, the function, and four checks (one with a hidden part)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Tiny exercise"),
+        nbformat.v4.new_code_cell(GRADED_SETUP),
+        nbformat.v4.new_code_cell(SOLUTION_SOURCE),
+        *[nbformat.v4.new_code_cell(f"# CHECK: {check_id}\n{body}") for check_id, body in GRADED_CHECKS.items()],
+    ]
+    return nb
+
+
+def with_cell_inserted(nb: NotebookNode, index: int, source: str) -> NotebookNode:
+    nb = nbformat.from_dict(nb)
+    nb.cells.insert(index, nbformat.v4.new_code_cell(source))
+    return nb
+
 
 def make_submissions(root: Path) -> dict[str, bytes]:
     """Write one submission per case; return the bytes of each file, to prove none changes."""
-    solution = make_solution()
+    solution = make_graded_solution()
     blank = generate_exercise(solution)
-    crashed = nbformat.from_dict(solution)
-    crashed.cells.insert(2, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    no_clip = with_cell_source(blank, 2, NO_CLIP)
     deleted = nbformat.from_dict(solution)
-    del deleted.cells[3]
+    del deleted.cells[6]
+    stubbed = nbformat.from_dict(blank)
+    for check in find_checks(stubbed):
+        stubbed.cells[check.cell_index].source = f"# CHECK: {check.check_id}\npass"
+    weakened = with_cell_source(no_clip, 4, "# CHECK: clips\nassert True")
+    escape = (
+        "import os, pathlib\n"
+        "pathlib.Path(os.path.expanduser('~/mtl-course-grading-test.txt')).write_text('x')\n"
+        "pathlib.Path('../escape.txt').write_text('x')\n"
+        "pathlib.Path('tiny.ipynb').write_text('overwritten')"
+    )
     cases = {
         "alice/tiny.ipynb": solution,
         "bob/tiny.ipynb": blank,
-        "carol/tiny.ipynb": with_cell_source(blank, 1, WRONG_SOURCE),
+        "carol/tiny.ipynb": no_clip,
         "dan/tiny.ipynb": deleted,
-        "erin/tiny.ipynb": crashed,
+        "erin/tiny.ipynb": with_cell_inserted(solution, 3, "import os\nos._exit(1)"),
+        "gina/tiny.ipynb": with_cell_source(blank, 2, ABS_ADD),
+        "hank/tiny.ipynb": with_cell_inserted(solution, 3, "x = torch.empty(50 * 2**30, dtype=torch.uint8)"),
+        "ivan/tiny.ipynb": with_cell_inserted(solution, 3, escape),
+        "stub/tiny.ipynb": stubbed,
+        "weakened/tiny.ipynb": weakened,
         "alice/.ipynb_checkpoints/tiny-checkpoint.ipynb": blank,  # skipped: hidden folder
+        **{f"{name}/tiny.ipynb": with_cell_inserted(no_clip, 3, code) for name, (code, _) in ATTACKS.items()},
     }
     for name, nb in cases.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -252,54 +311,91 @@ def make_submissions(root: Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*.ipynb")}
 
 
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["submission"]: row for row in csv.DictReader(f)}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run ``grade`` once over all the fixture submissions."""
+    """Run ``grade --jobs 2`` once over all the fixture submissions."""
     root = tmp_path_factory.mktemp("submissions")
+    solutions = tmp_path_factory.mktemp("solutions")
+    write_notebook(make_graded_solution(), solutions / "tiny.ipynb")
     files = make_submissions(root)
     out = root.parent / "grades.csv"
-    status, stdout, stderr = run_cli("grade", root, "--out", out)
-    with open(out, newline="") as f:
-        rows = {row["submission"]: row for row in csv.DictReader(f)}
-    return {"root": root, "files": files, "status": status, "stdout": stdout, "stderr": stderr, "rows": rows}
+    status, stdout, stderr = run_cli("grade", root, "--solutions", solutions, "--out", out, "--jobs", 2)
+    return {
+        "root": root, "solutions": solutions, "files": files, "status": status, "stdout": stdout,
+        "stderr": stderr, "rows": read_rows(out), "feedback": root.parent / "grades-feedback",
+    }
 
 
 @pytest.mark.parametrize(
-    "submission, adds, clips, passed",
+    "submission, statuses, passed",
     [
-        ("alice/tiny.ipynb", "pass", "pass", "2"),
-        ("bob/tiny.ipynb", "fail", "fail", "0"),
-        ("carol/tiny.ipynb", "pass", "fail", "1"),
-        ("dan/tiny.ipynb", "pass", "missing", "1"),
-        ("erin/tiny.ipynb", "fail", "fail", "0"),
+        ("alice/tiny.ipynb", "pass pass pass pass", "4"),
+        ("bob/tiny.ipynb", "fail fail fail fail", "0"),
+        ("carol/tiny.ipynb", "pass fail fail fail", "1"),
+        ("dan/tiny.ipynb", "pass pass pass pass", "4"),  # the deleted check is put back and run
+        ("erin/tiny.ipynb", "fail fail fail fail", "0"),
+        ("gina/tiny.ipynb", "fail pass fail pass", "2"),  # only the hidden check catches the adds
+        ("hank/tiny.ipynb", "pass pass pass pass", "4"),
+        ("ivan/tiny.ipynb", "pass pass pass pass", "4"),
+        ("stub/tiny.ipynb", "fail fail fail fail", "0"),
+        ("weakened/tiny.ipynb", "pass fail fail fail", "1"),
     ],
 )
-def test_gradebook_records_each_check(
-    graded: dict, submission: str, adds: str, clips: str, passed: str
-) -> None:
+def test_gradebook_records_each_check(graded: dict, submission: str, statuses: str, passed: str) -> None:
     row = graded["rows"][submission]
-    assert (row["notebook"], row["adds"], row["clips"], row["passed"], row["total"]) == (
-        "tiny.ipynb", adds, clips, passed, "2"
-    )
+    assert row["notebook"] == "tiny.ipynb" and row["total"] == "4"
+    assert ([row[check_id] for check_id in GRADED_CHECKS], row["passed"]) == (statuses.split(), passed)
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_redefining_what_a_check_calls_does_not_pass_it(graded: dict, attack: str) -> None:
+    row = graded["rows"][f"{attack}/tiny.ipynb"]
+    assert row[ATTACKS[attack][1]] == "fail", f"the {attack!r} attack passed check {ATTACKS[attack][1]!r}"
+    assert row["passed"] in ("0", "1"), "only 'adds' may pass: the answer does not clip"
+
+
+def test_edited_deleted_and_suspicious_cells_are_recorded(graded: dict) -> None:
+    rows = graded["rows"]
+    assert rows["stub/tiny.ipynb"]["tampered"] == "adds edited; clips edited; clips below edited; in range edited"
+    assert rows["weakened/tiny.ipynb"]["tampered"] == "clips edited"
+    assert rows["dan/tiny.ipynb"]["tampered"] == "in range deleted"
+    assert rows["swallow-errors/tiny.ipynb"]["tampered"] == "code mentions set_custom_exc"
+    assert rows["blank-cells/tiny.ipynb"]["tampered"] == "code mentions input_transformers"
+    assert all(rows[f"{s}/tiny.ipynb"]["tampered"] == "" for s in ("alice", "bob", "carol", "gina", "hank"))
 
 
 def test_gradebook_columns_and_skipped_files(graded: dict) -> None:
     assert graded["status"] == 0
     assert list(next(iter(graded["rows"].values()))) == [
-        "submission", "notebook", "adds", "clips", "passed", "total", "error"
+        "submission", "notebook", *GRADED_CHECKS, "passed", "total", "tampered", "error"
     ]
-    students = ("alice", "bob", "carol", "dan", "erin", "frank")  # not the .ipynb_checkpoints copy
-    assert sorted(graded["rows"]) == [f"{student}/tiny.ipynb" for student in students]
+    assert "alice/.ipynb_checkpoints/tiny-checkpoint.ipynb" not in graded["rows"]
+    assert len(graded["rows"]) == 11 + len(ATTACKS)
 
 
 def test_kernel_death_is_a_failure_with_a_reason(graded: dict) -> None:
-    assert "kernel died in cell 2" in graded["rows"]["erin/tiny.ipynb"]["error"]
+    assert "kernel died in cell 3" in graded["rows"]["erin/tiny.ipynb"]["error"]
+
+
+def test_a_memory_hog_is_stopped_and_marked(graded: dict) -> None:
+    assert graded["rows"]["hank/tiny.ipynb"]["error"] == "cell 3 ran out of memory (limit 4 GB)"
+
+
+def test_a_submission_cannot_write_home_or_its_own_file(graded: dict) -> None:
+    assert not (Path.home() / "mtl-course-grading-test.txt").exists()
+    assert not (graded["root"] / "ivan" / "escape.txt").exists() and not (graded["root"] / "escape.txt").exists()
+    assert graded["rows"]["ivan/tiny.ipynb"]["error"] == ""
 
 
 def test_invalid_notebook_is_reported_not_fatal(graded: dict) -> None:
     row = graded["rows"]["frank/tiny.ipynb"]
     assert "not a valid Jupyter notebook" in row["error"]
-    assert (row["adds"], row["clips"], row["passed"], row["total"]) == ("", "", "0", "2")
+    assert (row["adds"], row["clips"], row["passed"], row["total"]) == ("", "", "0", "4")
     assert "frank/tiny.ipynb: not a valid Jupyter notebook" in graded["stderr"]
 
 
@@ -310,19 +406,72 @@ def test_grading_never_modifies_submissions(graded: dict) -> None:
 
 def test_summary_table_is_printed(graded: dict) -> None:
     lines = graded["stdout"].splitlines()
-    assert any(line.split()[:2] == ["carol/tiny.ipynb", "1/2"] for line in lines if line.strip())
-    assert any(line.split() == ["clips", "1/6"] for line in lines)
+    assert any(line.split()[:2] == ["carol/tiny.ipynb", "1/4"] for line in lines if line.strip())
+    assert any(line.split() == ["clips", f"5/{11 + len(ATTACKS)}"] for line in lines), graded["stdout"]
+
+
+def test_feedback_says_what_failed_and_where(graded: dict) -> None:
+    carol = (graded["feedback"] / "carol" / "tiny.md").read_text()
+    assert "**1 of 4 checks pass.**" in carol
+    assert "AssertionError: clip_add(8, 5, 10) should be clipped to 10" in carol
+    assert "assert np.allclose(clip_add(8, 5, 10), 10)" in carol, "the failing line of the check"
+    gina = (graded["feedback"] / "gina" / "tiny.md").read_text()
+    assert "A hidden check failed" in gina and "clip_add must add negative numbers too" in gina
+    assert "clip_add(-1, -2, 10)" not in gina, "the report must not show the hidden check's source"
+    dan = (graded["feedback"] / "dan" / "tiny.md").read_text()
+    assert "was deleted in your notebook" in dan
+    assert "could not be graded: not a valid Jupyter notebook" in (graded["feedback"] / "frank" / "tiny.md").read_text()
+
+
+def test_feedback_is_never_written_into_a_folder_of_other_files(graded: dict, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    status, _, err = run_cli(
+        "grade", graded["root"] / "alice", "--solutions", graded["solutions"],
+        "--out", tmp_path / "grades.csv", "--feedback", tmp_path,
+    )
+    assert status == 1 and "refusing to write feedback" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_parallel_grading_gives_the_same_gradebook(graded: dict, tmp_path: Path) -> None:
+    subset = tmp_path / "subset"
+    for student in ("alice", "carol", "gina", "patch-numpy"):
+        (subset / student).mkdir(parents=True)
+        (subset / student / "tiny.ipynb").write_bytes(graded["files"][f"{student}/tiny.ipynb"])
+    status, _, _ = run_cli("grade", subset, "--solutions", graded["solutions"], "--out", tmp_path / "one.csv")
+    assert status == 0
+    one = read_rows(tmp_path / "one.csv")
+    assert one == {path: graded["rows"][path] for path in one}, "--jobs 1 and --jobs 2 must agree"
+
+
+def test_a_submission_without_a_reference_is_not_graded(graded: dict, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.ipynb").write_bytes(graded["files"]["alice/tiny.ipynb"])
+    status, _, err = run_cli("grade", tmp_path / "sub", "--solutions", graded["solutions"], "--out", tmp_path / "g.csv")
+    assert status == 0 and "no reference solution" in read_rows(tmp_path / "g.csv")["other.ipynb"]["error"]
+
+
+def test_time_limit_stops_a_submission(tmp_path: Path) -> None:
+    nb = with_cell_inserted(make_graded_solution(), 3, "import time\ntime.sleep(60)")
+    for folder in ("subs", "solutions"):
+        (tmp_path / folder).mkdir()
+    write_notebook(nb, tmp_path / "subs" / "tiny.ipynb")
+    write_notebook(make_graded_solution(), tmp_path / "solutions" / "tiny.ipynb")
+    submission = grade_submission(tmp_path / "subs", tmp_path / "subs" / "tiny.ipynb", tmp_path / "solutions",
+                                  Limits(time_limit=8))
+    assert submission.passed == 0 and "ran past its time limit of 8 s in cell 3" in submission.error
 
 
 def test_timed_out_cell_fails_later_checks(tmp_path: Path) -> None:
     nb = make_solution()
     nb.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(60)"))
     write_notebook(nb, tmp_path / "slow.ipynb")
-    assert grade_notebook(tmp_path / "slow.ipynb", timeout=2) == {"adds": False, "clips": False}
+    results = grade_notebook(tmp_path / "slow.ipynb", timeout=2)
+    assert {check_id: result.passed for check_id, result in results.items()} == {"adds": False, "clips": False}
 
 
 def test_nbval_lax_agrees_with_the_grader(graded: dict) -> None:
-    """`pytest --nbval-lax` fails exactly the check cells that the grader fails."""
+    """`pytest --nbval-lax` on the student's own checks fails exactly the check cells the grader fails."""
     path = graded["root"] / "carol" / "tiny.ipynb"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-rA", path.name],

@@ -303,6 +303,8 @@ def test_source_model_cache_round_trip(monkeypatch, tmp_path):
 
 def test_source_model_path_names_data_and_compute(monkeypatch, tmp_path):
     monkeypatch.setenv("MTL_COURSE_DATA", str(tmp_path))
+    for name in (*runtime.ROUNDING_VARIABLES, runtime.SEED_OFFSET_VARIABLE):  # the names' other parts
+        monkeypatch.delenv(name, raising=False)
     config = transfer.SourceConfig(hidden=4, train_drawings=4, val_drawings=2)
     one, other = _images(seed=0), _images(seed=1)
     cpu = torch.device("cpu")

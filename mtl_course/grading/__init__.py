@@ -19,12 +19,20 @@ Conventions (authors edit only ``solutions/*.ipynb``):
   edited it) or that has none, unless ``--force``; running an exercise does not count
   as editing it. Colab links (the badge) to ``solutions/<name>.ipynb`` become links
   to ``exercises/<name>.ipynb``.
+* **Hidden checks.** In a solution's check cell, the lines between ``### BEGIN HIDDEN
+  CHECKS`` and ``### END HIDDEN CHECKS`` (at top level, after the visible asserts) are
+  left out of the exercise and run only by the grader (nbgrader's convention).
 * **Grading.** Each ``*.ipynb`` under the submissions folder (recursively, hidden
   folders skipped) is one submission, identified by its path relative to that folder
-  (``alice/01_finetuning.ipynb``); its file name says which exercise it is. The
-  notebook runs on the ``python3`` kernel in a temporary folder, errors do not stop
-  the run, and a check fails if its cell raised or never ran (a cell timed out or the
-  kernel died). A check cell deleted by the student counts as ``missing`` (failed).
+  (``alice/ex01_tasks_and_transfer.ipynb``); its file name names its reference,
+  ``solutions/<name>``. Every check cell is replaced by the reference check (hidden
+  checks included), a deleted one is put back, and both are recorded (the
+  ``tampered`` column); the checks run with fresh imports and builtins, so redefining
+  or monkey-patching what they call does not pass them (see :mod:`.sandbox`). The
+  notebook runs on the ``python3`` kernel in a temporary folder with a temporary
+  ``HOME``, under a time limit and a memory cap; errors do not stop the run, and a
+  check fails if it raised or never ran. Each submission also gets a Markdown
+  feedback report with every failed check's message and line.
 
 Command line: ``python -m mtl_course.grading {generate,check-sync,execute,grade} --help``.
 """
@@ -38,11 +46,24 @@ from .generate import (
     generate_exercises,
     strip_solutions,
 )
-from .gradebook import Submission, format_summary, grade_directory, grade_notebook, write_gradebook
+from .feedback import feedback_report, write_feedback
+from .gradebook import (
+    CheckResult,
+    Limits,
+    Submission,
+    format_summary,
+    grade_directory,
+    grade_notebook,
+    write_gradebook,
+)
 from .notebooks import Check, GradingError, InvalidNotebookError, find_checks, read_notebook, write_notebook
 
 __all__ = [
     "Check",
+    "CheckResult",
+    "Limits",
+    "feedback_report",
+    "write_feedback",
     "ExecutionFailedError",
     "GradingError",
     "InvalidNotebookError",

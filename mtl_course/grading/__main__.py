@@ -8,7 +8,8 @@ from pathlib import Path
 from . import __doc__ as package_doc
 from .execute import DEFAULT_TIMEOUT, execute_in_place
 from .generate import check_sync, generate_exercises
-from .gradebook import Submission, format_summary, grade_directory, write_gradebook
+from .feedback import write_feedback
+from .gradebook import Limits, Submission, format_summary, grade_directory, write_gradebook
 from .notebooks import GradingError
 
 
@@ -44,24 +45,33 @@ def _execute(args: argparse.Namespace) -> int:
 
 def _report(submission: Submission) -> None:
     """Progress line for one graded submission; problems go to stderr."""
-    if not submission.readable:
+    if not submission.graded:
         print(f"error: {submission.path}: {submission.error}", file=sys.stderr)
         return
-    passed = sum(submission.results.values())
-    print(f"graded {submission.path}: {passed} of {len(submission.results)} check cells pass", flush=True)
+    print(
+        f"graded {submission.path}: {submission.passed} of {submission.total} checks pass "
+        f"({submission.seconds:.0f} s)",
+        flush=True,
+    )
+    if submission.tampered or submission.suspicious:
+        print(f"warning: {submission.path}: tampered: {submission.tampered_text()}", file=sys.stderr)
     if submission.error:
         print(f"warning: {submission.path}: {submission.error}", file=sys.stderr)
 
 
 def _grade(args: argparse.Namespace) -> int:
-    if not Path(args.out).absolute().parent.is_dir():
-        raise GradingError(f"cannot write {args.out}: its folder does not exist")
-    submissions = grade_directory(args.submissions, timeout=args.timeout, on_graded=_report)
+    out = Path(args.out)
+    if not out.absolute().parent.is_dir():
+        raise GradingError(f"cannot write {out}: its folder does not exist")
+    feedback = Path(args.feedback) if args.feedback else out.with_name(out.stem + "-feedback")
+    limits = Limits(args.timeout, args.time_limit, int(args.memory_limit * 2**30))
+    submissions = grade_directory(args.submissions, args.solutions, limits, args.jobs, on_graded=_report)
     if not submissions:
         print(f"error: no *.ipynb files under {args.submissions}", file=sys.stderr)
         return 1
-    write_gradebook(submissions, args.out)
-    print(f"\n{format_summary(submissions)}\n\nGradebook written to {args.out}")
+    write_gradebook(submissions, out)
+    write_feedback(submissions, feedback)
+    print(f"\n{format_summary(submissions)}\n\nGradebook written to {out}; one report per submission in {feedback}/")
     return 0
 
 
@@ -109,11 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
         "grade",
         help="run every submitted notebook and write a per-check CSV gradebook",
         description="Run every *.ipynb under SUBMISSIONS_DIR (recursively; the student is the "
-        "notebook's path relative to it) in a temporary folder, without modifying it, and "
-        "record pass/fail for each '# CHECK:' cell.",
+        "notebook's path relative to it) with the checks of the solution of the same name "
+        "(hidden checks included; edited or deleted check cells are restored and reported), "
+        "each in a temporary folder with a temporary HOME, under time and memory limits, "
+        "without modifying it; record pass/fail for each check and write a feedback report "
+        "for each submission.",
     )
     grade.add_argument("submissions", metavar="SUBMISSIONS_DIR")
     grade.add_argument("--out", required=True, help="CSV gradebook to write, e.g. grades.csv")
+    grade.add_argument("--solutions", default="solutions", help="reference notebooks (default: %(default)s)")
+    grade.add_argument(
+        "--feedback", help="folder for the per-submission reports (default: next to --out, OUT-feedback/)"
+    )
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default: %(default)s)")
+    grade.add_argument(
+        "--time-limit", type=int, default=Limits.time_limit,
+        help="seconds per submission, all cells together (default: %(default)s)",
+    )
+    grade.add_argument(
+        "--memory-limit", type=float, default=Limits.memory_limit / 2**30,
+        help="GB of memory per submission, 0 for no cap (default: %(default)g)",
+    )
     timeout(grade)
     grade.set_defaults(run=_grade)
     return parser

@@ -1,11 +1,22 @@
-"""Grading submissions: run each notebook in a sandbox and record which checks pass."""
+"""Grading submissions: run each notebook with the instructor's checks, in a bounded sandbox.
+
+For each submission the grader builds the notebook to run (:mod:`.reference`: the
+reference checks in place of the student's, deleted checks put back), runs it in a
+temporary folder with a temporary ``HOME``, a memory cap and a time limit, and
+records for every check whether it passed, and why not.
+"""
 from __future__ import annotations
 
 import csv
 import io
+import json
+import multiprocessing
 import os
+import shutil
 import subprocess
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,14 +25,35 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from .execute import DEFAULT_TIMEOUT, kernel_env, make_client
-from .notebooks import (
-    GradingError,
-    InvalidNotebookError,
-    clear_outputs,
-    find_checks,
-    read_notebook,
-    write_text_atomic,
-)
+from .kernel import MEMORY_LIMIT_VARIABLE, LimitedKernelManager
+from .notebooks import GradingError, InvalidNotebookError, clear_outputs, read_notebook, write_text_atomic
+from .reference import GradedNotebook, build_graded_notebook
+
+OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "Cannot allocate memory")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use: seconds per cell, seconds in all, bytes of memory (0: no cap)."""
+
+    cell_timeout: int = DEFAULT_TIMEOUT
+    time_limit: int = 1800
+    memory_limit: int = 4 << 30
+
+
+@dataclass
+class CheckResult:
+    """One check of one submission.
+
+    ``failure`` is the error a failed check raised (``AssertionError: <message>``) or why
+    it did not run; ``line`` is the check's line that raised it (left empty when the
+    failure was in a hidden check, whose source the student does not see).
+    """
+
+    passed: bool
+    failure: str = ""
+    line: str = ""
+    hidden: bool = False
 
 
 @dataclass
@@ -29,47 +61,99 @@ class Submission:
     """The grade of one submitted notebook.
 
     ``path`` (relative to the submissions folder, ``/``-separated) identifies the
-    student, e.g. ``alice/01_finetuning.ipynb``; ``notebook`` is its file name, which
-    says which exercise it is. ``expected`` lists the checks of that exercise: every
-    check found in any submission with the same file name, so a deleted check cell
-    counts as a failed ("missing") check. ``error`` says why a submission could not be
-    graded fully (unreadable file, kernel died, timeout).
+    student, e.g. ``alice/ex01_tasks_and_transfer.ipynb``; ``notebook`` is its file
+    name, which names its reference solution. ``expected`` lists the reference's
+    checks. ``tampered`` maps a check id to ``edited`` or ``deleted``; ``suspicious``
+    lists grading machinery the student's code mentions. ``error`` says why a
+    submission could not be graded fully (unreadable file, no reference, kernel died,
+    time or memory limit). ``graded`` is False when nothing could run.
     """
 
     path: str
     notebook: str
-    results: dict[str, bool] = field(default_factory=dict)
+    results: dict[str, CheckResult] = field(default_factory=dict)
     expected: list[str] = field(default_factory=list)
-    readable: bool = True
+    tampered: dict[str, str] = field(default_factory=dict)
+    suspicious: list[str] = field(default_factory=list)
+    graded: bool = True
     error: str = ""
+    seconds: float = 0.0
 
     @property
     def passed(self) -> int:
         """Number of expected checks that passed."""
-        return sum(self.results.get(check_id, False) for check_id in self.expected)
+        return sum(self.result(check_id).passed for check_id in self.expected)
 
     @property
     def total(self) -> int:
         """Number of expected checks."""
         return len(self.expected)
 
+    def result(self, check_id: str) -> CheckResult:
+        """The result of one check (a failed one if it never ran)."""
+        return self.results.get(check_id, CheckResult(False, "the check did not run"))
+
     def status(self, check_id: str) -> str:
-        """``pass``, ``fail``, ``missing`` (check cell deleted) or ``""`` (not applicable)."""
-        if check_id not in self.expected or not self.readable:
+        """``pass``, ``fail`` or ``""`` (not applicable); the ``tampered`` column says what was changed."""
+        if check_id not in self.expected or not self.graded:
             return ""
-        if check_id not in self.results:
-            return "missing"
-        return "pass" if self.results[check_id] else "fail"
+        return "pass" if self.result(check_id).passed else "fail"
+
+    def tampered_text(self) -> str:
+        """The gradebook's ``tampered`` cell: edited or deleted checks, then suspicious code."""
+        parts = [f"{check_id} {how}" for check_id, how in self.tampered.items()]
+        if self.suspicious:
+            parts.append("code mentions " + ", ".join(self.suspicious))
+        return "; ".join(parts)
 
 
-def _run_checks(nb: NotebookNode, timeout: int) -> tuple[dict[str, bool], str]:
-    """Run ``nb`` (modifying it) in a temporary folder; return check results and a note on early stops.
+def _stdout(cell: NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
-    A check passes when every cell carrying its id ran without raising. Cells run
-    top to bottom in one kernel, errors do not stop the run, but a cell that times
-    out or kills the kernel does: that cell and all later ones count as failed.
-    """
-    checks = find_checks(nb)
+
+def _error_of(cell: NotebookNode) -> str:
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    return f"{errors[-1]['ename']}: {errors[-1]['evalue']}" if errors else ""
+
+
+def _check_result(graded: GradedNotebook, cell: NotebookNode, ran_ok: bool | None) -> CheckResult:
+    """Read one check cell's outcome back from its outputs."""
+    if ran_ok is None:
+        return CheckResult(False, "the check did not run (an earlier cell stopped the notebook)")
+    passed = failed = None
+    for line in _stdout(cell).splitlines():
+        if line.startswith(f"{graded.token} passed "):
+            passed = True
+        elif line.startswith(f"{graded.token} failed "):
+            failed = json.loads(line.split(" ", 2)[2])
+    if ran_ok and passed:
+        return CheckResult(True)
+    if failed:
+        hidden = failed["part"] == "hidden"
+        return CheckResult(False, f"{failed['type']}: {failed['message']}", "" if hidden else failed["line"], hidden)
+    return CheckResult(False, _error_of(cell) or "the check did not report a result (was it skipped?)")
+
+
+def _sandbox_env(home: Path, limits: Limits) -> dict[str, str]:
+    """The kernel's environment: a temporary HOME, the course's data cache, the memory cap."""
+    env = kernel_env()
+    data = env.get("MTL_COURSE_DATA") or str(Path.home() / ".cache" / "mtl_course")
+    env.update(
+        HOME=str(home),
+        USERPROFILE=str(home),
+        IPYTHONDIR=str(home / ".ipython"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        MTL_COURSE_DATA=str(Path(data).expanduser().absolute()),
+    )
+    env[MEMORY_LIMIT_VARIABLE] = str(limits.memory_limit)
+    return env
+
+
+def _run(graded: GradedNotebook, limits: Limits, copy_of: Path | None = None) -> tuple[dict[str, CheckResult], str]:
+    """Run a graded notebook in a temporary folder; return each check's result and a note on early stops."""
+    nb = graded.nb
     clear_outputs(nb)
     started: list[int] = []
     ran_ok: dict[int, bool] = {}
@@ -77,33 +161,71 @@ def _run_checks(nb: NotebookNode, timeout: int) -> tuple[dict[str, bool], str]:
     def record(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
         ran_ok[cell_index] = execute_reply["content"]["status"] == "ok"
 
+    deadline = time.monotonic() + limits.time_limit
+
+    def cell_timeout(cell: NotebookNode) -> int:
+        return max(1, min(limits.cell_timeout, int(deadline - time.monotonic())))
+
     note = ""
-    with tempfile.TemporaryDirectory(prefix="mtl_course_grading_") as cwd:
+    with tempfile.TemporaryDirectory(prefix="mtl_course_grading_") as tmp:
+        work, home = Path(tmp) / "work", Path(tmp) / "home"
+        work.mkdir()
+        home.mkdir()
+        if copy_of is not None:
+            shutil.copyfile(copy_of, work / copy_of.name)
         client = make_client(
-            nb, cwd, timeout, allow_errors=True,
+            nb, work, limits.cell_timeout, allow_errors=True,
             on_cell_start=lambda cell, cell_index: started.append(cell_index),
             on_cell_executed=record,
         )
+        client.timeout_func = cell_timeout
+        client.kernel_manager_class = LimitedKernelManager
         try:
-            client.execute(env=kernel_env(), stderr=subprocess.DEVNULL)  # kernel logs are noise here
+            client.execute(env=_sandbox_env(home, limits), stderr=subprocess.DEVNULL)
         except CellTimeoutError:
-            note = f"cell {started[-1]} timed out after {timeout} s; later cells did not run"
+            where = graded.describe_cell(started[-1])
+            if time.monotonic() >= deadline - 1:
+                note = f"the submission ran past its time limit of {limits.time_limit} s in {where}"
+            else:
+                note = f"{where} timed out after {limits.cell_timeout} s; later cells did not run"
         except DeadKernelError:
-            note = f"the kernel died in cell {started[-1]}; later cells did not run"
-    results: dict[str, bool] = {}
-    for check in checks:
-        results[check.check_id] = results.get(check.check_id, True) and ran_ok.get(check.cell_index, False)
+            note = f"the kernel died in {graded.describe_cell(started[-1])}; later cells did not run"
+    for index, cell in enumerate(nb.cells):
+        if any(marker in _error_of(cell) for marker in OUT_OF_MEMORY):
+            gigabytes = limits.memory_limit / 2**30
+            note = note or f"{graded.describe_cell(index)} ran out of memory (limit {gigabytes:g} GB)"
+    results: dict[str, CheckResult] = {}
+    for check_id, indices in graded.check_cells.items():
+        outcomes = [_check_result(graded, nb.cells[i], ran_ok.get(i)) for i in indices]
+        results[check_id] = next((o for o in outcomes if not o.passed), outcomes[0])
     return results, note
 
 
-def grade_notebook(path: str | os.PathLike, timeout: int = DEFAULT_TIMEOUT) -> dict[str, bool]:
-    """Execute a copy of the notebook at ``path`` (never the file) and say which checks pass.
+def _reference_for(reference: str | os.PathLike | NotebookNode | None, path: Path) -> NotebookNode:
+    if reference is None:
+        return read_notebook(path)
+    if isinstance(reference, NotebookNode):
+        return reference
+    return read_notebook(reference)
 
-    ``timeout`` is per cell, in seconds. Raises :class:`InvalidNotebookError` if the
-    file is not a notebook.
+
+def grade_notebook(
+    path: str | os.PathLike,
+    reference: str | os.PathLike | NotebookNode | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+    limits: Limits | None = None,
+) -> dict[str, CheckResult]:
+    """Run a copy of the notebook at ``path`` (never the file) with the checks of ``reference``.
+
+    ``reference`` is the solution notebook (path or notebook) whose checks, hidden ones
+    included, replace the notebook's own; ``None`` grades the notebook by its own
+    checks. ``timeout`` is per cell, in seconds. Raises :class:`InvalidNotebookError`
+    if a file is not a notebook.
     """
-    results, _ = _run_checks(read_notebook(path), timeout)
-    return results
+    path = Path(path)
+    limits = limits or Limits(cell_timeout=timeout)
+    graded = build_graded_notebook(read_notebook(path), _reference_for(reference, path))
+    return _run(graded, limits, copy_of=path)[0]
 
 
 def find_submissions(root: Path) -> list[Path]:
@@ -115,46 +237,66 @@ def find_submissions(root: Path) -> list[Path]:
     ]
 
 
-def grade_submission(root: Path, path: Path, timeout: int = DEFAULT_TIMEOUT) -> Submission:
-    """Grade one notebook; a file that cannot be graded gives a row with an ``error``."""
+def grade_submission(root: Path, path: Path, solutions: Path, limits: Limits = Limits()) -> Submission:
+    """Grade one notebook against ``solutions/<its name>``; a file that cannot be graded gives a row with an ``error``."""
     submission = Submission(path.relative_to(root).as_posix(), path.name)
+    started = time.monotonic()
+    reference_path = solutions / path.name
+    if not reference_path.is_file():
+        submission.graded = False
+        submission.error = f"no reference solution {reference_path} (is the file name the exercise's?)"
+        return submission
+    reference = read_notebook(reference_path)
+    submission.expected = [check_id for check_id in build_graded_notebook(reference, reference).check_cells]
     try:
-        submission.results, submission.error = _run_checks(read_notebook(path), timeout)
+        graded = build_graded_notebook(read_notebook(path), reference)
     except InvalidNotebookError as error:
-        submission.readable, submission.error = False, error.reason
+        submission.graded, submission.error = False, error.reason
+        return submission
     except GradingError as error:  # a malformed '# CHECK:' line
-        submission.readable, submission.error = False, str(error)
+        submission.graded, submission.error = False, str(error)
+        return submission
+    submission.tampered, submission.suspicious = graded.tampered, graded.suspicious
+    submission.results, submission.error = _run(graded, limits, copy_of=path)
+    submission.seconds = time.monotonic() - started
     return submission
-
-
-def _set_expected(submissions: list[Submission]) -> None:
-    """Give each submission the checks found in any submission of the same exercise."""
-    by_notebook: dict[str, list[str]] = {}
-    for submission in submissions:
-        check_ids = by_notebook.setdefault(submission.notebook, [])
-        check_ids += [check_id for check_id in submission.results if check_id not in check_ids]
-    for submission in submissions:
-        submission.expected = list(by_notebook[submission.notebook])
-        if submission.readable and not submission.expected:
-            submission.error = "no '# CHECK:' cells found: is this an exercise notebook?"
 
 
 def grade_directory(
     root: str | os.PathLike,
-    timeout: int = DEFAULT_TIMEOUT,
+    solutions: str | os.PathLike = "solutions",
+    limits: Limits = Limits(),
+    jobs: int = 1,
     on_graded: Callable[[Submission], None] | None = None,
 ) -> list[Submission]:
-    """Grade every notebook under ``root`` (recursively); ``on_graded`` is called after each."""
-    root = Path(root)
+    """Grade every notebook under ``root`` (recursively), ``jobs`` at a time; ``on_graded`` is called after each.
+
+    The submissions come back in path order whatever ``jobs`` is; each runs in its own
+    kernel and temporary folder, so the results do not depend on ``jobs``.
+    """
+    root, solutions = Path(root), Path(solutions)
     if not root.is_dir():
         raise GradingError(f"submissions folder not found: {root}")
-    submissions = []
-    for path in find_submissions(root):
-        submissions.append(grade_submission(root, path, timeout))
-        if on_graded:
-            on_graded(submissions[-1])
-    _set_expected(submissions)
-    return submissions
+    if not solutions.is_dir():
+        raise GradingError(f"solutions folder not found: {solutions} (give --solutions: the reference notebooks)")
+    if jobs < 1:
+        raise GradingError(f"--jobs must be at least 1, not {jobs}")
+    paths = find_submissions(root)
+    by_path: dict[Path, Submission] = {}
+    if jobs == 1:
+        for path in paths:
+            by_path[path] = grade_submission(root, path, solutions, limits)
+            if on_graded:
+                on_graded(by_path[path])
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked copies of zmq sockets or threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(grade_submission, root, path, solutions, limits): path for path in paths}
+            for future in as_completed(futures):
+                by_path[futures[future]] = future.result()
+                if on_graded:
+                    on_graded(by_path[futures[future]])
+    return [by_path[path] for path in paths]
 
 
 def check_columns(submissions: list[Submission]) -> list[str]:
@@ -163,13 +305,15 @@ def check_columns(submissions: list[Submission]) -> list[str]:
 
 
 def write_gradebook(submissions: list[Submission], out: str | os.PathLike) -> None:
-    """Write the CSV gradebook: ``submission, notebook, <check-id>..., passed, total, error``."""
+    """Write the CSV gradebook: ``submission, notebook, <check-id>..., passed, total, tampered, error``."""
     check_ids = check_columns(submissions)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["submission", "notebook", *check_ids, "passed", "total", "error"])
+    writer.writerow(["submission", "notebook", *check_ids, "passed", "total", "tampered", "error"])
     for s in submissions:
-        writer.writerow([s.path, s.notebook, *map(s.status, check_ids), s.passed, s.total, s.error])
+        writer.writerow(
+            [s.path, s.notebook, *map(s.status, check_ids), s.passed, s.total, s.tampered_text(), s.error]
+        )
     write_text_atomic(buffer.getvalue(), out)
 
 
@@ -178,7 +322,8 @@ def format_summary(submissions: list[Submission]) -> str:
     width = max([len("submission")] + [len(s.path) for s in submissions])
     lines = [f"{'submission':<{width}}  passed  problem"]
     for s in submissions:
-        problem = s.error.splitlines()[0] if s.error else ""
+        problems = [text for text in (s.tampered_text() and f"tampered: {s.tampered_text()}", s.error) if text]
+        problem = "; ".join(p.splitlines()[0] for p in problems)
         lines.append(f"{s.path:<{width}}  {f'{s.passed}/{s.total}':>6}  {problem}".rstrip())
     check_ids = check_columns(submissions)
     if check_ids:
