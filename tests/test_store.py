@@ -9,18 +9,22 @@ from torch import nn
 from mtl_course import runtime, store
 
 PROVENANCE_STEPS = 3
-# Provenance tolerance on the first step losses, measured against the manifest.
-# Other processors' rounding (emulated with ATEN_CPU_CAPABILITY=default,
-# MKL_CBWR=COMPATIBLE, ONEDNN_MAX_CPU_ISA=SSE41, one thread) moves the first three
-# losses by at most 1.0e-5 relative (second-order MAML on Conv-4; the ResNet-12
-# 3.3e-5 over ten steps, the sinusoid networks 1.3e-7). From the fourth step on,
-# Adam's first, sign-like updates amplify that rounding about tenfold per step
-# for the zero-head Conv-4 meta-learners (1.2e-3 at step 4, 3.2e-2 at step 10),
-# which is why only three steps are compared. Another seed moves the very first
-# loss by 2.6e-2 to 4.9e-2, and so would any change of data, model or batch
-# order; a learning-rate change shows from the second step on. 1e-3 is 30 times
-# the rounding and 25 times below a seed.
+# Provenance tolerances, from re-running every recipe's first three steps under each
+# emulated processor (ATEN_CPU_CAPABILITY=default and =avx2, MKL_CBWR=COMPATIBLE,
+# ONEDNN_MAX_CPU_ISA=SSE41, one thread) against the manifest written natively:
+# - the first logged loss moves by at most 3.7e-7 relative, except Reptile's, whose
+#   first loss already comes after its inner SGD steps: 7.5e-4 with one thread.
+#   Another seed moves it by 2.6e-2 to 4.9e-2, and so would any change of data, model,
+#   initialisation, loss or batch order. It is compared at 2e-3 for every model.
+# - the second and third losses move by at most 4.0e-5 (ProtoNet), except for the two
+#   first-order meta-learners, whose early outer steps amplify rounding: first-order
+#   MAML 8.3e-5 then 1.7e-2 (MKL compatible), Reptile 1.8e-2 then 1.5e-1 (oneDNN on
+#   SSE4.1, one thread). They are compared at 1e-3 (25 times the rounding) for every
+#   model but those two, for which only the first loss proves provenance: a change of
+#   their learning rates would not show.
+PROVENANCE_FIRST_RTOL = 2e-3
 PROVENANCE_RTOL = 1e-3
+AMPLIFY_ROUNDING = ("glyphs-fomaml-conv4", "glyphs-reptile-conv4")
 
 
 # --- every stored model ------------------------------------------------------
@@ -51,9 +55,11 @@ def test_provenance_first_steps_reproduce_the_logged_losses(name, monkeypatch):
                           device=torch.device("cpu"))
     logged = entry["curve"]["early_losses"][:PROVENANCE_STEPS]
     assert len(result.step_losses) == PROVENANCE_STEPS
-    assert result.step_losses == pytest.approx(logged, rel=PROVENANCE_RTOL), (
-        f"{name}: re-running the recipe does not reproduce the stored model's first losses; "
-        "the recipe or its data changed since `make models` trained it")
+    stale = (f"{name}: re-running the recipe does not reproduce the stored model's first losses; "
+             "the recipe or its data changed since `make models` trained it")
+    assert result.step_losses[0] == pytest.approx(logged[0], rel=PROVENANCE_FIRST_RTOL), stale
+    if name not in AMPLIFY_ROUNDING:
+        assert result.step_losses == pytest.approx(logged, rel=PROVENANCE_RTOL), stale
 
 
 @pytest.mark.parametrize("name", sorted(store.recipes()))
