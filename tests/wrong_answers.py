@@ -97,4 +97,50 @@ WRONG_ANSWERS: list[WrongAnswer] = [
         new='"transfer": dict(fusion=True, backbone=False, meta=False, unseen_tasks=True),',
         check="8.1 the reductions switch off the parts of Fig. 8",
     ),
+    WrongAnswer(
+        notebook="ex07_pairwise_fusions.ipynb",
+        mistake="objective averaged over all tasks pooled, not per kind then over kinds",
+        old="        losses.append(out.loss)\n    return torch.stack(losses).mean()",
+        new="        losses.append(out.task_losses)\n    return torch.cat(losses).mean()",
+        check="7.2 the multi-task meta-objective",
+    ),
+    WrongAnswer(
+        notebook="ex07_pairwise_fusions.ipynb",
+        mistake="tasks matched by their position in the dicts instead of by name",
+        old=(
+            "    for t in baseline:\n"
+            "        sign = 1.0 if higher_is_better[t] else -1.0\n"
+            "        terms.append(sign * (metrics[t] - baseline[t]) / baseline[t])"
+        ),
+        new=(
+            "    for m, b, up in zip(metrics.values(), baseline.values(), higher_is_better.values()):\n"
+            "        sign = 1.0 if up else -1.0\n"
+            "        terms.append(sign * (m - b) / b)"
+        ),
+        check="7.3 the multi-task gain Δp",
+    ),
+    WrongAnswer(
+        notebook="ex09_comparison_faq.ipynb",
+        mistake="normal quantile instead of Student's t",
+        old="quantile = stats.t.ppf(0.5 + confidence / 2, df=n - 1)",
+        new="quantile = stats.norm.ppf(0.5 + confidence / 2)",
+        check="9.1 paired difference and its interval",
+    ),
+    WrongAnswer(
+        notebook="ex09_comparison_faq.ipynb",
+        mistake="population standard deviation (NumPy's default ddof=0)",
+        old="d.std(ddof=1)",
+        new="d.std()",
+        check="9.1 paired difference and its interval",
+    ),
+    WrongAnswer(
+        notebook="ex09_comparison_faq.ipynb",
+        mistake="loss averaged per task, then over tasks, instead of over the examples",
+        old="    return ((prediction - targets[:, 1]) ** 2).mean()",
+        new=(
+            "    errors = (prediction - targets[:, 1]) ** 2\n"
+            "    return torch.stack([errors[task == t].mean() for t in task.unique()]).mean()"
+        ),
+        check="9.3 each example is scored by its own head",
+    ),
 ]
