@@ -229,7 +229,7 @@ def test_execute_refuses_a_failing_notebook(tmp_path: Path) -> None:
 
 # --- grading ----------------------------------------------------------------------
 
-GRADED_SETUP = "import numpy as np\nimport torch"
+GRADED_SETUP = 'import sys\n\nif "google.colab" in sys.modules:\n    pass\n\nimport numpy as np\nimport torch'
 GRADED_CHECKS = {
     "adds": 'assert clip_add(1, 2, 10) == 3, "clip_add(1, 2, 10) should be 3"\n'
             "### BEGIN HIDDEN CHECKS\n"
@@ -431,6 +431,15 @@ def test_feedback_is_never_written_into_a_folder_of_other_files(graded: dict, tm
     )
     assert status == 1 and "refusing to write feedback" in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_gradebook_never_replaces_another_file(graded: dict, tmp_path: Path) -> None:
+    (tmp_path / "marks.csv").write_text("name,mark\nalice,17\n")
+    status, _, err = run_cli("grade", graded["root"] / "alice", "--solutions", graded["solutions"],
+                             "--out", tmp_path / "marks.csv")
+    assert status == 1 and "refusing to overwrite" in err and "not a gradebook" in err
+    assert (tmp_path / "marks.csv").read_text() == "name,mark\nalice,17\n"
+    assert not (tmp_path / "marks-feedback").exists(), "nothing is graded or written after a refusal"
 
 
 def test_parallel_grading_gives_the_same_gradebook(graded: dict, tmp_path: Path) -> None:

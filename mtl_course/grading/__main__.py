@@ -8,8 +8,8 @@ from pathlib import Path
 from . import __doc__ as package_doc
 from .execute import DEFAULT_TIMEOUT, execute_in_place
 from .generate import check_sync, generate_exercises
-from .feedback import write_feedback
-from .gradebook import Limits, Submission, format_summary, grade_directory, write_gradebook
+from .feedback import check_feedback_folder, write_feedback
+from .gradebook import Limits, Submission, check_gradebook_path, format_summary, grade_directory, write_gradebook
 from .notebooks import GradingError
 
 
@@ -61,9 +61,9 @@ def _report(submission: Submission) -> None:
 
 def _grade(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if not out.absolute().parent.is_dir():
-        raise GradingError(f"cannot write {out}: its folder does not exist")
     feedback = Path(args.feedback) if args.feedback else out.with_name(out.stem + "-feedback")
+    check_gradebook_path(out)  # before hours of grading, not after
+    check_feedback_folder(feedback)
     limits = Limits(args.timeout, args.time_limit, int(args.memory_limit * 2**30))
     submissions = grade_directory(args.submissions, args.solutions, limits, args.jobs, on_graded=_report)
     if not submissions:

@@ -42,6 +42,16 @@ def _report_path(folder: Path, submission: Submission) -> Path:
     return folder / Path(submission.path).with_suffix(".md")
 
 
+def check_feedback_folder(folder: str | os.PathLike) -> None:
+    """Refuse a folder that exists, is not empty and was not made by :func:`write_feedback`."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise GradingError(
+            f"refusing to write feedback into {folder}: it holds files the grader did not write. "
+            "Give another --feedback folder, or empty this one."
+        )
+
+
 def write_feedback(submissions: list[Submission], folder: str | os.PathLike) -> list[Path]:
     """Write ``folder/<submission path>.md`` for each submission; returns the paths written.
 
@@ -49,11 +59,7 @@ def write_feedback(submissions: list[Submission], folder: str | os.PathLike) -> 
     (it may hold someone's files).
     """
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
-        raise GradingError(
-            f"refusing to write feedback into {folder}: it holds files the grader did not write. "
-            "Give another --feedback folder, or empty this one."
-        )
+    check_feedback_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("Feedback reports written by `python -m mtl_course.grading grade`.\n")
     written = []

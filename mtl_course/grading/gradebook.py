@@ -304,8 +304,24 @@ def check_columns(submissions: list[Submission]) -> list[str]:
     return list(dict.fromkeys(check_id for s in submissions for check_id in s.expected))
 
 
+def check_gradebook_path(out: str | os.PathLike) -> None:
+    """Refuse to write the gradebook over a file that is not an earlier gradebook."""
+    out = Path(out)
+    if not out.absolute().parent.is_dir():
+        raise GradingError(f"cannot write {out}: its folder does not exist")
+    if out.exists():
+        with open(out, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+        if not header.startswith("submission,notebook,"):
+            raise GradingError(f"refusing to overwrite {out}: it is not a gradebook. Give another --out.")
+
+
 def write_gradebook(submissions: list[Submission], out: str | os.PathLike) -> None:
-    """Write the CSV gradebook: ``submission, notebook, <check-id>..., passed, total, tampered, error``."""
+    """Write the CSV gradebook: ``submission, notebook, <check-id>..., passed, total, tampered, error``.
+
+    An earlier gradebook at ``out`` is replaced; any other file there is refused.
+    """
+    check_gradebook_path(out)
     check_ids = check_columns(submissions)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -123,11 +123,16 @@ def _runner_source(check_id: str, token: str, source: str) -> str:
     return f"# CHECK: {check_id}\n__mtl_course_grader__.run_check({args})"
 
 
-def _suspicious(submission: NotebookNode, check_indices: set[int]) -> list[str]:
+def _suspicious(submission: NotebookNode, solution: NotebookNode, check_indices: set[int]) -> list[str]:
+    """The grading machinery that the student's own lines mention (lines of the solution do not count)."""
+    given = {line.strip() for cell in solution.cells for line in cell.source.splitlines()}
     found: dict[str, None] = {}
     for index, cell in enumerate(submission.cells):
-        if cell.cell_type == "code" and index not in check_indices:
-            found.update(dict.fromkeys(match[0] for match in SUSPICIOUS.finditer(cell.source)))
+        if cell.cell_type != "code" or index in check_indices:
+            continue
+        for line in cell.source.splitlines():
+            if line.strip() not in given:
+                found.update(dict.fromkeys(match[0] for match in SUSPICIOUS.finditer(line)))
     return list(found)
 
 
@@ -137,7 +142,7 @@ def build_graded_notebook(submission: NotebookNode, solution: NotebookNode) -> G
     token = secrets.token_hex(16)
     graded = GradedNotebook(nbformat.from_dict(submission), token=token)
     submitted = find_checks(submission)
-    graded.suspicious = _suspicious(submission, {check.cell_index for check in submitted})
+    graded.suspicious = _suspicious(submission, solution, {check.cell_index for check in submitted})
     present = {check.check_id for check in submitted}
     for check in submitted:
         cell = graded.nb.cells[check.cell_index]
