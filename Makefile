@@ -80,7 +80,7 @@ test-min-versions:
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check setuptools -r requirements-min.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|numpy|scipy|scikit-learn|matplotlib|pillow|threadpoolctl|tqdm|nbformat|nbclient|ipykernel)=='
+	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|numpy|scipy|scikit-learn|matplotlib|pillow|threadpoolctl|tqdm|nbformat|nbclient|ipykernel|jupyter.client)=='
 	$(MIN_VENV)/bin/python -m pytest tests --ignore=tests/test_exercises.py
 
 # The trained-model store (mtl_course/trained): train every recipe, or MODEL=name,

@@ -37,8 +37,9 @@ def test_every_dependency_has_a_floor_that_the_minimum_run_installs():
 
 def test_the_package_imports_nothing_undeclared():
     declared = set(_floors()) | {"ipywidgets", "torchvision"}  # the optional extras
-    module_of = {"scikit-learn": "sklearn", "pillow": "PIL", "ipykernel": "IPython"}
-    importable = {module_of.get(d, d) for d in declared}
+    modules_of = {"scikit-learn": {"sklearn"}, "pillow": {"PIL"}, "ipykernel": {"ipykernel", "IPython"},
+                  "jupyter-client": {"jupyter_client"}}
+    importable = set().union(*(modules_of.get(d, {d}) for d in declared))
     stdlib = set(__import__("sys").stdlib_module_names)
     found = set()
     for path in (ROOT / "mtl_course").rglob("*.py"):

@@ -11,19 +11,23 @@ from mtl_course import runtime, store
 PROVENANCE_STEPS = 3
 # Provenance tolerances, from re-running every recipe's first three steps under each
 # emulated processor (ATEN_CPU_CAPABILITY=default and =avx2, MKL_CBWR=COMPATIBLE,
-# ONEDNN_MAX_CPU_ISA=SSE41, one thread) against the manifest written natively:
-# - the first logged loss moves by at most 3.7e-7 relative, except Reptile's, whose
+# ONEDNN_MAX_CPU_ISA=SSE41, one thread) against the manifest written natively, on
+# glyphs rendered natively and on glyphs rendered under ATen's default kernels (a
+# fresh machine renders its own: there, 190 of the 27 million pixels differed by one
+# grey level):
+# - the first logged loss moves by at most 1.4e-5 relative, except Reptile's, whose
 #   first loss already comes after its inner SGD steps: 7.5e-4 with one thread.
 #   Another seed moves it by 2.6e-2 to 4.9e-2, and so would any change of data, model,
 #   initialisation, loss or batch order. It is compared at 2e-3 for every model.
-# - the second and third losses move by at most 4.0e-5 (ProtoNet), except for the two
-#   first-order meta-learners, whose early outer steps amplify rounding: first-order
-#   MAML 8.3e-5 then 1.7e-2 (MKL compatible), Reptile 1.8e-2 then 1.5e-1 (oneDNN on
-#   SSE4.1, one thread). They are compared at 1e-3 (25 times the rounding) for every
-#   model but those two, for which only the first loss proves provenance: a change of
-#   their learning rates would not show.
+# - the second and third losses move by at most 1.1e-3 (ProtoNet on the other
+#   rendering), except for the two first-order meta-learners, whose early outer steps
+#   amplify rounding: first-order MAML 8.3e-5 then 1.7e-2 (MKL compatible), Reptile
+#   1.8e-2 then 1.5e-1 (oneDNN on SSE4.1, one thread). They are compared at 3e-3 for
+#   every model but those two, for which only the first loss proves provenance. A
+#   learning rate 25 % higher moves them by 5.6e-3 to 5.6e-2 for ProtoNet, MAML and
+#   M3TL (caught), but by at most 2.9e-3 for the pre-training recipes (not caught).
 PROVENANCE_FIRST_RTOL = 2e-3
-PROVENANCE_RTOL = 1e-3
+PROVENANCE_RTOL = 3e-3
 AMPLIFY_ROUNDING = ("glyphs-fomaml-conv4", "glyphs-reptile-conv4")
 
 
