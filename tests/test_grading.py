@@ -492,3 +492,12 @@ def test_nbval_lax_agrees_with_the_grader(graded: dict) -> None:
         item = f"{path.name}::Cell {code_cells.index(check.cell_index)}"
         verdict = "PASSED" if graded["rows"]["carol/tiny.ipynb"][check.check_id] == "pass" else "FAILED"
         assert f"{verdict} {item}" in result.stdout, result.stdout
+
+
+def test_the_failing_line_is_the_whole_statement() -> None:
+    from mtl_course.grading.sandbox import _statement_at
+
+    source = 'x = 1\nfor i in range(2):\n    assert i < 1, (\n        f"i = {i}")\ny = 2'
+    assert _statement_at(source, 3) == 'assert i < 1, (\n    f"i = {i}")'
+    assert _statement_at(source, 1) == "x = 1"
+    assert _statement_at("not python (", 1) == "not python ("

@@ -25,7 +25,9 @@ student's code cannot reach.
 """
 from __future__ import annotations
 
+import ast
 import json
+import textwrap
 import sys
 import traceback
 import types
@@ -154,10 +156,25 @@ def _failure(error: BaseException, filename: str, source: str) -> dict[str, Any]
     """Where and why a check failed: the error and the check's line that raised it."""
     frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
     lineno = frames[-1].lineno if frames else None
+    return {"type": type(error).__name__, "message": str(error) or type(error).__name__,
+            "lineno": lineno, "line": _statement_at(source, lineno)}
+
+
+def _statement_at(source: str, lineno: int | None) -> str:
+    """The whole statement of ``source`` (an assert over several lines) that holds line ``lineno``."""
+    if lineno is None:
+        return ""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = None
+    statements = [node for node in ast.walk(tree) if isinstance(node, ast.stmt)] if tree else []
+    around = [node for node in statements if node.lineno <= lineno <= (node.end_lineno or node.lineno)]
+    innermost = min(around, key=lambda node: (node.end_lineno or node.lineno) - node.lineno, default=None)
+    if innermost is not None and not isinstance(innermost, (ast.For, ast.While, ast.If, ast.With)):
+        return textwrap.dedent(ast.get_source_segment(source, innermost, padded=True) or "").strip()
     lines = source.splitlines()
-    line = lines[lineno - 1].strip() if lineno and lineno <= len(lines) else ""
-    message = str(error) or type(error).__name__
-    return {"type": type(error).__name__, "message": message, "lineno": lineno, "line": line}
+    return lines[lineno - 1].strip() if lineno <= len(lines) else ""
 
 
 def run_check(check_id: str, token: str, visible: str, hidden: str = "") -> None:
