@@ -10,7 +10,6 @@ memory"), the cell fails and the grader notes it; the machine is not touched.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 
 from jupyter_client.manager import AsyncKernelManager
@@ -18,10 +17,23 @@ from jupyter_client.manager import AsyncKernelManager
 MEMORY_LIMIT_VARIABLE = "MTL_COURSE_GRADER_MEMORY_LIMIT"
 
 
-def limit_memory(limit_bytes: int) -> None:
-    """Cap this process's data segment at ``limit_bytes`` (0 means no cap)."""
-    if limit_bytes > 0:
+def limit_memory(limit_bytes: int) -> bool:
+    """Cap this process's data segment at ``limit_bytes`` (0 means no cap); False where the OS cannot.
+
+    POSIX systems have ``RLIMIT_DATA`` (Linux, macOS); Windows has no ``resource``
+    module, and there the kernel runs without a cap.
+    """
+    if limit_bytes <= 0:
+        return True
+    try:
+        import resource
+    except ImportError:
+        return False
+    try:
         resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+    except (ValueError, OSError):  # a hard limit below the request, or an OS without the limit
+        return False
+    return True
 
 
 class LimitedKernelManager(AsyncKernelManager):
