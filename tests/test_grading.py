@@ -135,6 +135,34 @@ def test_check_ids_must_be_unique_in_a_solution() -> None:
         generate_exercise(nb)
 
 
+HIDDEN_CHECK = CHECK_ADDS + "\n### BEGIN HIDDEN CHECKS\nassert clip_add(-1, -2, 10) == -3\n### END HIDDEN CHECKS"
+
+
+def test_hidden_checks_are_left_out_of_the_exercise() -> None:
+    exercise = generate_exercise(with_cell_source(make_solution(), 2, HIDDEN_CHECK))
+    assert exercise.cells[2].source == CHECK_ADDS
+    assert "HIDDEN" not in nbformat.writes(exercise) and "-3" not in nbformat.writes(exercise)
+
+
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        (CHECK_ADDS + "\n### BEGIN HIDDEN CHECKS\nassert True", "without a matching"),
+        (CHECK_ADDS + "\n### END HIDDEN CHECKS", "without a BEGIN"),
+        (CHECK_ADDS + "\nif True:\n    ### BEGIN HIDDEN CHECKS\n    pass\n    ### END HIDDEN CHECKS", "indented"),
+    ],
+)
+def test_misplaced_hidden_check_markers_are_reported(source: str, problem: str) -> None:
+    with pytest.raises(SolutionMarkerError, match=f"cell 2.*{problem}"):
+        generate_exercise(with_cell_source(make_solution(), 2, source))
+
+
+def test_hidden_checks_belong_in_check_cells() -> None:
+    nb = with_cell_source(make_solution(), 1, "x = 1\n### BEGIN HIDDEN CHECKS\nassert x\n### END HIDDEN CHECKS")
+    with pytest.raises(SolutionMarkerError, match="cell 1 has hidden checks but is not a '# CHECK:' cell"):
+        generate_exercise(nb)
+
+
 def test_generate_writes_exercises_and_rewrites_the_badge(folders: tuple[Path, Path]) -> None:
     solutions, exercises = folders
     status, out, _ = run_cli("generate", "--solutions", solutions, "--exercises", exercises)

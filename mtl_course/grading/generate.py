@@ -110,6 +110,32 @@ def has_hidden_checks(source: str) -> bool:
     return any(BEGIN_HIDDEN.match(line) or END_HIDDEN.match(line) for line in source.splitlines())
 
 
+def _hidden_line_kinds(source: str) -> list[str]:
+    """``"visible"``, ``"hidden"`` or ``"marker"`` for each line of a check cell's source.
+
+    Raises :class:`SolutionMarkerError` on unpaired or indented markers: hidden checks
+    sit at the top level of the cell, so that the visible part alone stays valid Python.
+    """
+    kinds: list[str] = []
+    inside = False
+    for index, line in enumerate(source.splitlines()):
+        begin, end = BEGIN_HIDDEN.match(line), END_HIDDEN.match(line)
+        if (begin or end) and line[:1] in (" ", "\t"):
+            raise SolutionMarkerError(f"line {index + 1}: hidden-check markers must not be indented")
+        if begin and inside:
+            raise SolutionMarkerError(f"line {index + 1}: nested '### BEGIN HIDDEN CHECKS'")
+        if end and not inside:
+            raise SolutionMarkerError(f"line {index + 1}: '### END HIDDEN CHECKS' without a BEGIN")
+        if begin or end:
+            inside = bool(begin)
+            kinds.append("marker")
+        else:
+            kinds.append("hidden" if inside else "visible")
+    if inside:
+        raise SolutionMarkerError("'### BEGIN HIDDEN CHECKS' without a matching '### END HIDDEN CHECKS'")
+    return kinds
+
+
 def split_hidden_checks(source: str) -> tuple[str, str]:
     """A check cell's source as (visible part, hidden part).
 
@@ -119,40 +145,16 @@ def split_hidden_checks(source: str) -> tuple[str, str]:
     line that goes to the other part becomes an empty line, so an error in either
     points at its line in the solution's cell.
     """
-    visible: list[str] = []
-    hidden: list[str] = []
-    inside = False
-    for index, line in enumerate(source.splitlines()):
-        if BEGIN_HIDDEN.match(line):
-            if inside:
-                raise SolutionMarkerError(f"line {index + 1}: nested '### BEGIN HIDDEN CHECKS'")
-            inside = True
-        elif END_HIDDEN.match(line):
-            if not inside:
-                raise SolutionMarkerError(f"line {index + 1}: '### END HIDDEN CHECKS' without a BEGIN")
-            inside = False
-        else:
-            (hidden if inside else visible).append(line)
-            (visible if inside else hidden).append("")
-            continue
-        visible.append("")
-        hidden.append("")
-    if inside:
-        raise SolutionMarkerError("'### BEGIN HIDDEN CHECKS' without a matching '### END HIDDEN CHECKS'")
+    lines, kinds = source.splitlines(), _hidden_line_kinds(source)
+    visible = [line if kind == "visible" else "" for line, kind in zip(lines, kinds)]
+    hidden = [line if kind == "hidden" else "" for line, kind in zip(lines, kinds)]
     return "\n".join(visible), "\n".join(hidden)
 
 
 def strip_hidden_checks(source: str) -> str:
     """``source`` without its hidden-check blocks (marker lines included): what the student sees."""
-    lines = source.splitlines(keepends=True)
-    kept: list[str] = []
-    inside = False
-    for line in lines:
-        if BEGIN_HIDDEN.match(line) or END_HIDDEN.match(line):
-            inside = bool(BEGIN_HIDDEN.match(line))
-        elif not inside:
-            kept.append(line)
-    text = "".join(kept).rstrip("\n")
+    lines, kinds = source.splitlines(keepends=True), _hidden_line_kinds(source)
+    text = "".join(line for line, kind in zip(lines, kinds) if kind == "visible").rstrip("\n")
     return text + "\n" if source.endswith("\n") else text
 
 
@@ -176,10 +178,9 @@ def _exercise_cell(cell: NotebookNode, index: int) -> NotebookNode:
         if check_id_of(cell) is None:
             raise SolutionMarkerError(f"cell {index} has hidden checks but is not a '# CHECK:' cell")
         try:
-            split_hidden_checks(cell.source)  # raises on unpaired markers
+            cell.source = strip_hidden_checks(cell.source)
         except SolutionMarkerError as error:
             raise SolutionMarkerError(f"cell {index}, {error}") from None
-        cell.source = strip_hidden_checks(cell.source)
     if has_solution(cell.source):
         if check_id_of(cell) is not None:
             raise SolutionMarkerError(f"cell {index} is a check cell: it cannot hold a solution")

@@ -27,7 +27,7 @@ from nbformat import NotebookNode
 from .execute import DEFAULT_TIMEOUT, kernel_env, make_client
 from .kernel import MEMORY_LIMIT_VARIABLE, LimitedKernelManager
 from .notebooks import GradingError, InvalidNotebookError, clear_outputs, read_notebook, write_text_atomic
-from .reference import GradedNotebook, build_graded_notebook
+from .reference import GradedNotebook, build_graded_notebook, reference_checks
 
 OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "Cannot allocate memory")
 
@@ -247,7 +247,7 @@ def grade_submission(root: Path, path: Path, solutions: Path, limits: Limits = L
         submission.error = f"no reference solution {reference_path} (is the file name the exercise's?)"
         return submission
     reference = read_notebook(reference_path)
-    submission.expected = [check_id for check_id in build_graded_notebook(reference, reference).check_cells]
+    submission.expected = list(reference_checks(reference))
     try:
         graded = build_graded_notebook(read_notebook(path), reference)
     except InvalidNotebookError as error:
