@@ -54,6 +54,7 @@ def test_the_store_fits_in_the_package_budget():
 @pytest.mark.parametrize("name", sorted(store.recipes()))
 def test_provenance_first_steps_reproduce_the_logged_losses(name, monkeypatch):
     monkeypatch.delenv(runtime.SEED_OFFSET_VARIABLE, raising=False)
+    assert set(AMPLIFY_ROUNDING) <= set(store.recipes()), "AMPLIFY_ROUNDING names a recipe that does not exist"
     recipe, entry = store.recipe(name), store.entry(name)
     result = recipe.train(dict(recipe.config), recipe.seed, max_steps=PROVENANCE_STEPS,
                           device=torch.device("cpu"))
