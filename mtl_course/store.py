@@ -79,6 +79,9 @@ class Recipe:
     seed: int = 0
     version: int = 1
     description: str = ""
+    evaluate: Callable[[nn.Module, Mapping[str, Any]], tuple[dict[str, float], dict[str, Any]]] | None = None
+    """Optional: ``evaluate(model, config) -> (metrics, extra)``, the test the recipe runs after training,
+    so that :func:`evaluate` can score a stored model again when the test protocol changes."""
 
     @property
     def recipe(self) -> str:
@@ -233,6 +236,33 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
     return entry
 
 
+def evaluate(name: str, folder: Path = STORE_DIR, device: torch.device | None = None) -> dict:
+    """Score the stored model ``name`` again with its recipe's ``evaluate`` and update its manifest entry.
+
+    For a change of the test protocol (test classes, episodes, settings) that
+    leaves training alone: the weights, the training curve and the training time
+    stay as they are; the metrics and extras that the evaluation returns replace
+    the old ones, and the entry records the commit and the seconds of the new
+    evaluation. A change that alters training needs ``make models`` instead.
+    """
+    r = recipe(name)
+    if r.evaluate is None:
+        raise StoreError(f"the recipe {name!r} tests its model only while training; "
+                         f"run `make models MODEL={name}` to train and test it again")
+    stored = load(name, device, folder)
+    started = time.perf_counter()
+    metrics, extra = r.evaluate(stored.model, dict(r.config))
+    e = dict(stored.entry)
+    e["metrics"] = {**e["metrics"], **{k: float(v) for k, v in metrics.items()}}
+    e["extra"] = {**e.get("extra", {}), **_plain(extra)}
+    e["evaluated_at_commit"] = _git_commit()
+    e["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+    entries = read_manifest(folder)
+    entries[name] = e
+    write_manifest(entries, folder)
+    return e
+
+
 def _serialise(state: dict) -> bytes:
     import io
 
@@ -331,8 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train recipes (default: all) and write weights + manifest")
     t.add_argument("names", nargs="*")
     t.add_argument("--out", type=Path, default=STORE_DIR)
+    v = sub.add_parser("evaluate", help="test stored models again (weights unchanged) and update their metrics")
+    v.add_argument("names", nargs="+")
+    v.add_argument("--out", type=Path, default=STORE_DIR)
     sub.add_parser("list", help="the recipes and what the manifest says of them")
     args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        for name in args.names:
+            recipe(name)  # unknown names fail before any evaluation starts
+        for name in args.names:
+            e = evaluate(name, args.out)
+            print(f"{name}: evaluated in {e['evaluation_seconds']:.0f} s, metrics {e['metrics']}", flush=True)
+        return 0
     if args.command == "list":
         for name in recipes():
             try:
