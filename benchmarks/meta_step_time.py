@@ -148,7 +148,37 @@ def median_seconds(steps: dict[str, Callable], model, batch, loss_fn, inner_lr, 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def peak_memory_mb(impl: str, workload: str) -> float:
+    """Peak resident memory that one outer step adds, in MB: measured in a fresh process, against a
+    process that builds the same workload and stops before the step."""
+    import subprocess
+    import sys
+
+    def child(step: bool) -> float:
+        out = subprocess.run([sys.executable, __file__, "--peak-memory-child", impl, workload, str(int(step))],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    return max(0.0, child(True) - child(False))
+
+
+def _peak_memory_child(impl: str, workload: str, step: bool) -> None:
+    import resource
+
+    torch.set_num_threads(1)
+    model, batch, loss_fn, inner_lr, inner_steps = WORKLOADS[workload]()
+    with torch.no_grad():
+        model(batch[0].query_X)  # load the kernels in both processes
+    if step:
+        IMPLEMENTATIONS[impl](model, batch, loss_fn, inner_lr, inner_steps)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # kB on Linux
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) == 5 and sys.argv[1] == "--peak-memory-child":
+        return _peak_memory_child(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed outer steps per implementation")
     parser.add_argument("--threads", type=int, default=None,
@@ -162,18 +192,28 @@ def main() -> None:
           + (f" {higher.__version__}" if higher is not None and hasattr(higher, "__version__") else ""))
     print(f"one outer step = second-order MAML meta-gradient, 1 inner step; median of {args.repeats} runs\n")
     header = f"{'workload':40s}" + "".join(f"{impl:>16s}" for impl in IMPLEMENTATIONS)
-    header += f"{'loop/peer':>11s}{'vmap/peer':>11s}{'vmap/loop':>11s}{'max rel. diff':>15s}"
+    header += f"{'loop/peer':>11s}{'vmap/peer':>11s}{'vmap/loop':>11s}{'auto picks':>12s}{'max rel. diff':>15s}"
     print(header)
+    memory = {}
     for name, make in WORKLOADS.items():
         difference = check_same_meta_gradient(name, make)
         model, batch, loss_fn, inner_lr, inner_steps = make()
         seconds = median_seconds(IMPLEMENTATIONS, model, batch, loss_fn, inner_lr, inner_steps, args.repeats)
+        faster = "loop" if seconds["ours (loop)"] < seconds["ours (vmap)"] else "vmap"
+        picked = meta.auto_backend(model)
         row = f"{name:40s}" + "".join(f"{1000 * s:13.1f} ms" for s in seconds.values())
         row += f"{seconds['ours (loop)'] / seconds[PEER]:11.2f}{seconds['ours (vmap)'] / seconds[PEER]:11.2f}"
-        row += f"{seconds['ours (vmap)'] / seconds['ours (loop)']:11.2f}{difference:15.1e}"
+        row += f"{seconds['ours (vmap)'] / seconds['ours (loop)']:11.2f}"
+        row += f"{picked + ('' if picked == faster else ' (!)'):>12s}{difference:15.1e}"
         print(row, flush=True)
-    print("\nratios < 1: the numerator is faster. 'max rel. diff': largest relative difference between each "
+        memory[name] = {impl: peak_memory_mb(impl, name) for impl in IMPLEMENTATIONS}
+    print("\nratios < 1: the numerator is faster. 'auto picks': meta.auto_backend's choice, marked (!) where the "
+          "other backend was faster in this run. 'max rel. diff': largest relative difference between each "
           "implementation's float64 meta-gradient (2 inner steps) and ours (loop); the script stops if it exceeds 1e-9.")
+    print("\npeak memory that one outer step adds (resident set, MB, each in a fresh process, one thread):")
+    print(f"{'workload':40s}" + "".join(f"{impl:>16s}" for impl in IMPLEMENTATIONS))
+    for name, row in memory.items():
+        print(f"{name:40s}" + "".join(f"{mb:13.1f} MB" for mb in row.values()))
 
 
 if __name__ == "__main__":

@@ -468,6 +468,101 @@ def build_sine_network(config: Mapping) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------
+# Training stability: MAML against MAML++ with several inner steps (section 4.8)
+# ---------------------------------------------------------------------------
+
+
+def downsampled(data: LabelledSet, size: int) -> LabelledSet:
+    """``data`` with its images averaged down to ``size`` × ``size`` (for the chapter's small, fast networks)."""
+    return LabelledSet(F.interpolate(data.X, size=(size, size), mode="area"), data.y, data.class_names,
+                       data.class_groups)
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """MAML and MAML++ with five second-order inner steps, on a small Conv-4, over several seeds and inner rates.
+
+    MAML++ (Antoniou et al., 2019) here is its multi-step loss (annealed to the
+    last step over the first half of training) and its learned per-layer,
+    per-step inner rates, started at the same rate as MAML's fixed one.
+    """
+
+    hidden: int = 16
+    image_size: int = 16
+    inner_steps: int = 5
+    inner_lrs: tuple[float, ...] = (0.1, 0.4)
+    outer_steps: int = 200
+    meta_batch: int = 4
+    meta_lr: float = 1e-3
+    seeds: int = 5
+    eval_every: int = 50
+    val_episodes: int = 50
+    backend: str = "auto"
+
+
+STABILITY_VARIANTS = ("MAML++", "MAML")
+
+
+def build_stability_network(config: Mapping) -> nn.Module:
+    c = StabilityConfig(**config)
+    return meta.zero_head_(models.Conv4(1, c.hidden, 5, image_size=c.image_size))
+
+
+def train_stability_run(c: StabilityConfig, variant: str, inner_lr: float, seed: int, data: LabelledSet,
+                        split: ClassSplit, device: torch.device, max_steps: int | None = None):
+    """One meta-training run of the study: the network, its history and (MAML++) its learned rates."""
+    runtime.seed_everything(seed)
+    net = build_stability_network(asdict(c)).to(device)
+    plus = variant == "MAML++"
+    rates = meta.init_step_lrs(models.params_of(net), inner_lr, c.inner_steps) if plus else None
+    sampler = EpisodeSampler(data, split.train, 5, 1, 5, seed=seed + 1)
+    val = episodes(data.subset(split.val), 5, 1, c.val_episodes, VAL_SEED, q_queries=5)
+    steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
+    history = meta.meta_train(
+        net, lambda: sampler.batch(c.meta_batch), num_steps=steps, meta_lr=c.meta_lr, inner_lr=inner_lr,
+        inner_steps=c.inner_steps, backend=c.backend, step_lrs=rates,
+        multi_step_loss=c.outer_steps // 2 if plus else 0,
+        val_episodes=None if max_steps is not None else val, eval_every=c.eval_every,
+        desc=f"{variant}, inner rate {inner_lr}, seed {seed}")
+    return net, history, rates
+
+
+def train_stability_recipe(config: dict, seed: int, max_steps: int | None = None,
+                           device: torch.device | None = None) -> store.Trained:
+    """The store's recipe for section 4.8: every variant × inner rate × seed of :class:`StabilityConfig`.
+
+    The stored network is MAML++'s at the first inner rate and seed ``seed``
+    (its loss is the stored curve); every run's validation curve, and MAML++'s
+    learned rates, go into the manifest's extras.
+    """
+    c = StabilityConfig(**{**config, "inner_lrs": tuple(config["inner_lrs"])})
+    device = device or runtime.get_device()
+    data, split = glyphs_split()
+    small = downsampled(data, c.image_size)
+    with runtime.num_threads_at_most(1):  # a small network: one thread is fastest
+        if max_steps is not None:
+            net, history, _ = train_stability_run(c, "MAML++", c.inner_lrs[0], seed, small, split, device,
+                                                  max_steps)
+            return store.Trained(net, {}, history.loss)
+        runs, kept = {}, None
+        for inner_lr in c.inner_lrs:
+            for s in range(seed, seed + c.seeds):
+                for variant in STABILITY_VARIANTS:
+                    net, history, rates = train_stability_run(c, variant, inner_lr, s, small, split, device)
+                    runs[f"{variant} {inner_lr} {s}"] = {
+                        "val_step": history.val_step, "val_acc": history.val_metric, "loss": history.loss,
+                        "step_lrs": None if rates is None else {k: v.tolist() for k, v in rates.items()}}
+                    if kept is None:
+                        kept = net, history
+    net, history = kept
+    finals = {key: run["val_acc"][-1] for key, run in runs.items()}
+    metrics = {f"final_val_acc_{variant}_{lr}": float(np.mean([finals[f"{variant} {lr} {s}"]
+                                                               for s in range(seed, seed + c.seeds)]))
+               for variant in STABILITY_VARIANTS for lr in c.inner_lrs}
+    return store.Trained(net.eval(), metrics, history.loss, {"runs": runs})
+
+
+# ---------------------------------------------------------------------------
 # The recipes
 # ---------------------------------------------------------------------------
 
@@ -492,6 +587,7 @@ def model_name(method_name: str) -> str:
 
 EMBEDDING_MODEL_NAME = "glyphs-embedding-conv4"
 SINE_MAML_MODEL_NAME, SINE_PRETRAINED_MODEL_NAME = "sinusoid-maml-mlp", "sinusoid-pretrained-mlp"
+STABILITY_MODEL_NAME = "glyphs-mamlpp-stability"
 
 for _name, _config in META_LEARNERS.items():
     store.register(store.Recipe(
@@ -509,6 +605,12 @@ store.register(store.Recipe(
     name=SINE_PRETRAINED_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
     config=asdict(SinusoidConfig(pretrain=True)), seed=0, version=1,
     description="the same network pre-trained on pooled sinusoids, as many steps as MAML"))
+
+
+store.register(store.Recipe(
+    name=STABILITY_MODEL_NAME, chapter=4, train=train_stability_recipe, build=build_stability_network,
+    config=asdict(StabilityConfig()), seed=0, version=1,
+    description="MAML and MAML++ (five inner steps, small Conv-4) over five seeds and two inner rates"))
 
 
 def load_meta_learner(method_name: str, device: torch.device | None = None) -> store.StoredModel:

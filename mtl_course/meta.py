@@ -52,8 +52,9 @@ Batch = Episode | Sequence[Episode]
 
 METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "protonet")
 """Meta-learning methods that :func:`meta_train` and :func:`evaluate_episodes` know."""
-BACKENDS = ("loop", "vmap")
-"""How a meta-batch is processed: a Python loop over tasks, or ``torch.func.vmap``."""
+BACKENDS = ("loop", "vmap", "auto")
+"""How a meta-batch is processed: a Python loop over tasks, ``torch.func.vmap``, or the faster of the two
+for the model and device (:func:`auto_backend`)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -116,6 +117,81 @@ def sgd_step(params: Params, grads: Params, inner_lr: float, per_param_lr: Param
     return {k: params[k] - per_param_lr[k] * grads[k] for k in params}
 
 
+def init_step_lrs(params: Params, value: float, num_steps: int, keys: Iterable[str] | None = None) -> Params:
+    """MAML++'s learned inner rates: one per parameter tensor (per layer) and per inner step, all ``value``.
+
+    Antoniou et al. (2019) call this LSLR. Step ``j`` of :func:`adapt` uses the
+    scalar ``step_lrs[k][j]`` for parameter ``k``; the tensors are leaves that
+    require gradients, meta-learned together with the initialisation.
+    """
+    if value <= 0 or num_steps < 1:
+        raise ValueError(f"need a positive rate and at least one step, got {value} and {num_steps}")
+    keys = list(params) if keys is None else list(keys)
+    return {k: torch.full((num_steps,), float(value), dtype=params[k].dtype, device=params[k].device)
+            .requires_grad_(True)
+            for k in keys}
+
+
+def adapt_path(
+    model: nn.Module,
+    params: Params,
+    support_X: torch.Tensor,
+    support_y: torch.Tensor,
+    loss_fn: LossFn,
+    inner_lr: float,
+    num_steps: int,
+    first_order: bool = False,
+    per_param_lr: Params | None = None,
+    adapt_keys: Sequence[str] | None = None,
+    step_lrs: Params | None = None,
+) -> list[Params]:
+    """The inner loop: ``num_steps`` gradient steps on the support loss, starting from ``params``.
+
+    Returns the parameters after each step, ``[φ_1, ..., φ_S]`` (new dicts;
+    ``params`` is untouched); :func:`adapt` returns the last. The gradients come
+    from ``torch.func.grad``, so every ``φ_j`` stays a differentiable function of
+    ``params`` (and of the learned rates): the outer loop back-propagates
+    through the inner loop, which is MAML's second-order meta-gradient.
+    ``first_order=True`` detaches the inner gradients, which drops the
+    second-order term (first-order MAML). ``adapt_keys`` restricts the
+    adaptation to those parameters (ANIL: the head); the others stay fixed. The
+    step size is ``inner_lr``, or a learned rate per scalar parameter
+    (``per_param_lr``, Meta-SGD), or a learned rate per parameter tensor and per
+    step (``step_lrs``, MAML++; see :func:`init_step_lrs`). Works unchanged
+    inside ``torch.func.vmap``.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if per_param_lr is not None and step_lrs is not None:
+        raise ValueError("give per_param_lr (Meta-SGD) or step_lrs (MAML++), not both")
+    keys = list(params) if adapt_keys is None else list(adapt_keys)
+    _check_keys(params, keys, "adapt_keys")
+    rates = per_param_lr if per_param_lr is not None else step_lrs
+    missing_rates = [] if rates is None else [k for k in keys if k not in rates]
+    if missing_rates:
+        raise ValueError(f"the learned rates (per_param_lr or step_lrs) need a learning rate for every adapted "
+                         f"parameter; missing {missing_rates[:3]}")
+    too_short = [] if step_lrs is None else [k for k in keys if step_lrs[k].shape[0] < num_steps]
+    if too_short:
+        raise ValueError(f"step_lrs has fewer rates than the {num_steps} inner steps for {too_short[:3]}")
+    fixed = {k: v for k, v in params.items() if k not in keys}
+    fast = {k: params[k] for k in keys}
+
+    def support_loss(fast_params: Params) -> torch.Tensor:
+        return loss_fn(functional_forward(model, {**fixed, **fast_params}, support_X), support_y)
+
+    support_grad = grad(support_loss)
+    path = []
+    for step in range(num_steps):
+        grads = support_grad(fast)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        step_rates = per_param_lr if step_lrs is None else {k: step_lrs[k][step] for k in keys}
+        fast = sgd_step(fast, grads, inner_lr, step_rates)
+        path.append({**fixed, **fast})
+    return path
+
+
 def adapt(
     model: nn.Module,
     params: Params,
@@ -127,38 +203,38 @@ def adapt(
     first_order: bool = False,
     per_param_lr: Params | None = None,
     adapt_keys: Sequence[str] | None = None,
+    step_lrs: Params | None = None,
 ) -> Params:
-    """The inner loop: ``num_steps`` gradient steps on the support loss, starting from ``params``.
+    """The adapted parameters ``φ`` after ``num_steps`` inner steps: the end of :func:`adapt_path`.
 
-    Returns the adapted parameters ``φ`` (a new dict; ``params`` is untouched).
-    The gradients come from ``torch.func.grad``, so the result stays a
-    differentiable function of ``params`` (and of ``per_param_lr``): the outer
-    loop back-propagates through the inner loop, which is MAML's second-order
-    meta-gradient. ``first_order=True`` detaches the inner gradients, which drops
-    the second-order term (first-order MAML). ``adapt_keys`` restricts the
-    adaptation to those parameters (ANIL: the head); the others stay fixed.
-    Works unchanged inside ``torch.func.vmap``.
+    With ``num_steps=0`` it is ``params`` itself (as a new dict).
     """
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-    keys = list(params) if adapt_keys is None else list(adapt_keys)
-    _check_keys(params, keys, "adapt_keys")
-    missing_rates = [] if per_param_lr is None else [k for k in keys if k not in per_param_lr]
-    if missing_rates:
-        raise ValueError(f"per_param_lr needs a learning rate for every adapted parameter; missing {missing_rates[:3]}")
-    fixed = {k: v for k, v in params.items() if k not in keys}
-    fast = {k: params[k] for k in keys}
+    path = adapt_path(model, params, support_X, support_y, loss_fn, inner_lr, num_steps, first_order,
+                      per_param_lr, adapt_keys, step_lrs)
+    return path[-1] if path else dict(params)
 
-    def support_loss(fast_params: Params) -> torch.Tensor:
-        return loss_fn(functional_forward(model, {**fixed, **fast_params}, support_X), support_y)
 
-    support_grad = grad(support_loss)
-    for _ in range(num_steps):
-        grads = support_grad(fast)
-        if first_order:
-            grads = {k: g.detach() for k, g in grads.items()}
-        fast = sgd_step(fast, grads, inner_lr, per_param_lr)
-    return {**fixed, **fast}
+def multi_step_weights(num_steps: int, progress: float) -> torch.Tensor:
+    """MAML++'s multi-step loss weights: the importance of the query loss after each inner step.
+
+    At ``progress = 0`` (start of training) every step counts ``1/S``; the weights
+    of steps before the last shrink linearly to ``0.03/S`` as ``progress`` reaches
+    1, and the last step takes what they give up (Antoniou et al., 2019, section
+    4, "multi-step loss optimisation"). The weights always sum to one.
+
+    >>> multi_step_weights(5, 0.0)
+    tensor([0.2000, 0.2000, 0.2000, 0.2000, 0.2000])
+    >>> [round(w, 3) for w in multi_step_weights(5, 1.0).tolist()]
+    [0.006, 0.006, 0.006, 0.006, 0.976]
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    progress = min(max(float(progress), 0.0), 1.0)
+    uniform, floor = 1.0 / num_steps, 0.03 / num_steps
+    earlier = uniform - progress * (uniform - floor)
+    weights = torch.full((num_steps,), earlier)
+    weights[-1] = 1.0 - earlier * (num_steps - 1)
+    return weights
 
 
 # --------------------------------------------------------------------------------------
@@ -213,9 +289,33 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def has_convolution(model: nn.Module) -> bool:
+    """True if ``model`` contains a convolution layer."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def auto_backend(model: nn.Module, device: torch.device | str | None = None) -> str:
+    """The faster backend for ``model`` on ``device`` (default: the model's), as measured in ``benchmarks/``.
+
+    On a CPU, ``vmap`` turns the tasks' convolutions into one grouped
+    convolution, which is slower than the loop's ordinary ones (Conv-4: 2.2×
+    slower), while for networks without convolutions it batches the tasks' small
+    matrix products (sinusoid MLP: 8× faster at 25 tasks, 20× at 100). So:
+    the loop for convolutional networks on a CPU, ``vmap`` everywhere else.
+
+    >>> from mtl_course import models
+    >>> auto_backend(models.MLP(1, (40, 40), 1)), auto_backend(models.Conv4(1, 8, 5), "cpu")
+    ('vmap', 'loop')
+    """
+    device = torch.device(device) if device is not None else _device(model)
+    return "loop" if device.type == "cpu" and has_convolution(model) else "vmap"
+
+
 def _choose_backend(model: nn.Module, backend: str, second_order: bool) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = auto_backend(model)
     if backend == "vmap" and second_order and has_batchnorm(model):
         warnings.warn(
             "the vmap backend gives a wrong second-order meta-gradient through BatchNorm in current "
@@ -266,6 +366,8 @@ def meta_objective(
     params: Params | None = None,
     backend: str = "vmap",
     randomness: str = "different",
+    step_lrs: Params | None = None,
+    step_weights: torch.Tensor | Sequence[float] | None = None,
 ) -> MetaOutput:
     """The outer objective (review Eq. 5): mean query loss after adapting to each task of ``batch``.
 
@@ -277,7 +379,11 @@ def meta_objective(
     masks differ per task with ``randomness="different"``); both give the same
     values and gradients. A second-order objective on a model with BatchNorm
     falls back to the loop with a warning, because ``vmap`` gets its
-    meta-gradient wrong. Call ``.loss.backward()`` for the meta-gradient.
+    meta-gradient wrong. MAML++ (Antoniou et al., 2019): ``step_lrs`` are the
+    learned per-layer, per-step rates (:func:`init_step_lrs`), and
+    ``step_weights`` (one per inner step, :func:`multi_step_weights`) make each
+    task's loss the weighted sum of its query losses after every inner step,
+    the multi-step loss. Call ``.loss.backward()`` for the meta-gradient.
     """
     params = params_of(model) if params is None else params
     b = _stacked(batch, _device(model))
@@ -285,14 +391,24 @@ def meta_objective(
     backend = _choose_backend(model, backend, second_order)
     n_way = int(b.support_y.max()) + 1 if protonet else 0
 
+    if step_weights is not None:
+        step_weights = torch.as_tensor(step_weights, dtype=torch.float32)
+        if protonet or step_weights.shape != (inner_steps,):
+            raise ValueError(f"step_weights needs one weight per inner step ({inner_steps}), got "
+                             f"{tuple(step_weights.shape)}" + (" (ProtoNet has no inner steps)" if protonet else ""))
+
     def task_fn(sx, sy, qx, qy):
         if protonet:
             out = _protonet_outputs(model, params, sx, sy, qx, n_way)
-        else:
-            phi = adapt(model, params, sx, sy, loss_fn, inner_lr, inner_steps, first_order, per_param_lr,
-                        adapt_keys)
-            out = functional_forward(model, phi, qx)
-        return loss_fn(out, qy), out
+            return loss_fn(out, qy), out
+        path = adapt_path(model, params, sx, sy, loss_fn, inner_lr, inner_steps, first_order, per_param_lr,
+                          adapt_keys, step_lrs) or [params]
+        out = functional_forward(model, path[-1], qx)
+        if step_weights is None:
+            return loss_fn(out, qy), out
+        earlier = [loss_fn(functional_forward(model, phi, qx), qy) for phi in path[:-1]]
+        losses = torch.stack([*earlier, loss_fn(out, qy)])
+        return (step_weights.to(losses.device) * losses).sum(), out
 
     losses, outputs = _over_tasks(task_fn, (b.support_X, b.support_y, b.query_X, b.query_y), backend, randomness)
     return MetaOutput(losses.mean(), losses, outputs, b.query_y)
@@ -387,17 +503,20 @@ class EpisodeScores:
         return f"{self.mean:.3f} ± {self.ci95:.3f}"
 
 
-def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr) -> dict:
+def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr, step_lrs=None) -> dict:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "metasgd" and per_param_lr is None:
         raise ValueError("method='metasgd' needs per_param_lr: create it with meta.init_per_param_lr(...)")
+    if step_lrs is not None and method not in ("maml", "fomaml", "anil"):
+        raise ValueError(f"step_lrs (MAML++'s learned rates) work with maml, fomaml or anil, not {method!r}")
     if method == "anil" and adapt_keys is None:
         adapt_keys = head_keys(model)
     return {
         "first_order": method in ("fomaml", "reptile"),
         "adapt_keys": adapt_keys,
         "per_param_lr": per_param_lr if method == "metasgd" else None,
+        "step_lrs": step_lrs,
         "protonet": method == "protonet",
     }
 
@@ -415,6 +534,7 @@ def evaluate_episodes(
     adapt_keys: Sequence[str] | None = None,
     backend: str = "vmap",
     chunk_size: int = 20,
+    step_lrs: Params | None = None,
 ) -> EpisodeScores:
     """Meta-test: adapt to each episode's support set, score its query set; mean ± 95 % CI.
 
@@ -425,7 +545,7 @@ def evaluate_episodes(
     meta-gradient, so it runs without building a graph, ``chunk_size`` episodes
     at a time. Report over at least 600 episodes, as few-shot papers do.
     """
-    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
     settings["first_order"] = True  # no meta-gradient is needed at test time
     values: list[float] = []
     episodes = list(episodes)
@@ -473,12 +593,14 @@ def meta_gradient_step(
     adapt_keys: Sequence[str] | None = None,
     backend: str = "vmap",
     randomness: str = "different",
+    step_lrs: Params | None = None,
+    step_weights: torch.Tensor | Sequence[float] | None = None,
 ) -> MetaOutput | torch.Tensor:
     """One outer step of ``method`` on one meta-batch: meta-gradient, then ``optimizer.step()``.
 
     Returns the :class:`MetaOutput` of the batch (for Reptile, the tasks' losses after adaptation).
     """
-    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
     optimizer.zero_grad(set_to_none=True)
     if method == "reptile":
         direction, losses = reptile_direction(model, batch, loss_fn=loss_fn, inner_lr=inner_lr,
@@ -489,13 +611,14 @@ def meta_gradient_step(
         optimizer.step()
         return losses
     out = meta_objective(model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
-                         backend=backend, randomness=randomness, **settings)
+                         backend=backend, randomness=randomness, step_weights=step_weights, **settings)
     out.loss.backward()
     optimizer.step()
-    if settings["per_param_lr"] is not None:
-        with torch.no_grad():  # a negative learning rate would make the inner loop ascend
-            for rate in settings["per_param_lr"].values():
-                rate.clamp_(min=0.0)
+    for rates in (settings["per_param_lr"], settings["step_lrs"]):
+        if rates is not None:
+            with torch.no_grad():  # a negative learning rate would make the inner loop ascend
+                for rate in rates.values():
+                    rate.clamp_(min=0.0)
     return out
 
 
@@ -519,6 +642,8 @@ def meta_train(
     eval_inner_steps: int | None = None,
     randomness: str = "different",
     desc: str = "meta-training",
+    step_lrs: Params | None = None,
+    multi_step_loss: int = 0,
 ) -> MetaHistory:
     """Meta-train ``model`` with ``method`` for ``num_steps`` outer steps; the one loop for all methods.
 
@@ -532,19 +657,27 @@ def meta_train(
     model is scored on them every ``eval_every`` steps and the best state
     (model and learned rates) is restored at the end: model selection on
     validation tasks, never on test tasks.
+
+    MAML++ (Antoniou et al., 2019) adds two options: ``step_lrs``, learned
+    rates per layer and per inner step (:func:`init_step_lrs`, meta-learned and
+    restored like Meta-SGD's), and ``multi_step_loss=N``, the multi-step loss
+    whose weights (:func:`multi_step_weights`) move from all inner steps to the
+    last one over the first ``N`` outer steps (0: the last step only, as in MAML).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    settings = _method_settings(model, method, adapt_keys, per_param_lr)
+    if multi_step_loss < 0 or (multi_step_loss and method not in ("maml", "fomaml", "anil", "metasgd")):
+        raise ValueError(f"multi_step_loss must be >= 0 and works with maml, fomaml, anil or metasgd, "
+                         f"got {multi_step_loss} with {method!r}")
+    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
+    rates = settings["per_param_lr"] if settings["per_param_lr"] is not None else settings["step_lrs"]
     if optimizer is None:
         meta_params = [p for p in model.parameters() if p.requires_grad]
-        if settings["per_param_lr"] is not None:
-            meta_params += list(settings["per_param_lr"].values())
+        if rates is not None:
+            meta_params += list(rates.values())
         optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
     history, best_state, best_score = MetaHistory(), None, -math.inf
     higher_is_better = metric is not None
-
-    rates = settings["per_param_lr"]
 
     def snapshot():
         saved_rates = None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
@@ -552,9 +685,11 @@ def meta_train(
 
     model.train()
     for step in runtime.progress(range(1, num_steps + 1), desc=desc):
+        weights = multi_step_weights(inner_steps, (step - 1) / multi_step_loss) if multi_step_loss else None
         out = meta_gradient_step(model, sample_batch(), optimizer, method=method, loss_fn=loss_fn,
                                  inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=per_param_lr,
-                                 adapt_keys=adapt_keys, backend=backend, randomness=randomness)
+                                 adapt_keys=adapt_keys, backend=backend, randomness=randomness,
+                                 step_lrs=step_lrs, step_weights=weights)
         if isinstance(out, MetaOutput):
             history.loss.append(out.loss.item())
             if metric is not None:
@@ -565,7 +700,8 @@ def meta_train(
             scores = evaluate_episodes(
                 model, val_episodes, method=method, inner_lr=inner_lr,
                 inner_steps=inner_steps if eval_inner_steps is None else eval_inner_steps,
-                loss_fn=loss_fn, metric=metric, per_param_lr=per_param_lr, adapt_keys=adapt_keys, backend=backend)
+                loss_fn=loss_fn, metric=metric, per_param_lr=per_param_lr, adapt_keys=adapt_keys, backend=backend,
+                step_lrs=step_lrs)
             history.val_step.append(step)
             history.val_metric.append(scores.mean)
             score = scores.mean if higher_is_better else -scores.mean

@@ -214,6 +214,93 @@ def test_meta_sgd_with_equal_rates_is_maml():
 
 
 # --------------------------------------------------------------------------------------
+# MAML++: learned per-layer, per-step rates and the multi-step loss
+# --------------------------------------------------------------------------------------
+
+def multi_step_loss_by_hand(model, batch, rates: dict, weights, loss_fn) -> torch.Tensor:
+    """An independent MAML++ objective: plain autograd with create_graph, one task at a time."""
+    params = dict(model.named_parameters())
+    total = 0.0
+    for e in batch:
+        phi, task = params, 0.0
+        for step, w in enumerate(weights):
+            loss = loss_fn(torch.func.functional_call(model, phi, (e.support_X,)), e.support_y)
+            grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
+            phi = {k: v - rates[k][step] * g for (k, v), g in zip(phi.items(), grads)}
+            task = task + w * loss_fn(torch.func.functional_call(model, phi, (e.query_X,)), e.query_y)
+        total = total + task
+    return total / len(batch)
+
+
+@pytest.mark.parametrize("backend", meta.BACKENDS)
+def test_maml_plus_plus_objective_equals_a_hand_written_one_and_finite_differences(backend):
+    model, batch = tiny_mlp(), sine_batch()
+    params = dict(model.named_parameters())
+    rates = meta.init_step_lrs(params, 0.05, 3)
+    with torch.no_grad():  # different rates per step and per layer
+        for i, r in enumerate(rates.values()):
+            r.mul_(torch.tensor([1.0, 0.5 + 0.1 * i, 1.5], dtype=r.dtype))
+    weights = torch.tensor([0.2, 0.3, 0.5])
+    kwargs = dict(loss_fn=F.mse_loss, inner_steps=3, step_lrs=rates, step_weights=weights, backend=backend)
+    ours = meta.meta_objective(model, batch, **kwargs).loss
+    by_hand = multi_step_loss_by_hand(model, batch, rates, weights.tolist(), F.mse_loss)
+    assert torch.allclose(ours, by_hand, rtol=1e-12)
+    wrt = {**params, **{f"rate:{k}": v for k, v in rates.items()}}
+    analytic = flat(torch.autograd.grad(ours, list(wrt.values())))
+    numeric = finite_differences(lambda: meta.meta_objective(model, batch, **kwargs).loss, wrt)
+    assert analytic[-12:].abs().max() > 0, "the per-step rates must receive a gradient"
+    assert torch.allclose(analytic, numeric, rtol=1e-6, atol=1e-8), (analytic - numeric).abs().max()
+
+
+def test_maml_plus_plus_reduces_to_maml():
+    model, batch = tiny_mlp(), sine_batch()
+    params = dict(model.named_parameters())
+    maml = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3).loss
+    last_only = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=3,
+                                    step_lrs=meta.init_step_lrs(params, 0.05, 3), step_weights=[0.0, 0.0, 1.0]).loss
+    assert torch.allclose(maml, last_only, rtol=1e-12)
+
+
+def test_multi_step_weights_anneal_to_the_last_step():
+    for steps in (1, 2, 5):
+        previous_last = 0.0
+        for progress in (0.0, 0.25, 0.5, 1.0, 2.0):
+            w = meta.multi_step_weights(steps, progress)
+            assert w.shape == (steps,) and math.isclose(w.sum().item(), 1.0, rel_tol=1e-6)
+            assert w[-1] >= previous_last and (w > 0).all()
+            previous_last = w[-1].item()
+    assert torch.allclose(meta.multi_step_weights(4, 0.0), torch.full((4,), 0.25))
+    assert torch.allclose(meta.multi_step_weights(4, 1.0)[:3], torch.full((3,), 0.0075))
+
+
+def test_meta_train_with_maml_plus_plus_learns_its_rates():
+    runtime.seed_everything(0)
+    model = tiny_conv(out_features=3).float()
+    batch = [Episode(e.support_X.float(), e.support_y, e.query_X.float(), e.query_y, e.classes)
+             for e in image_batch()]
+    rates = meta.init_step_lrs(models.params_of(model), 0.1, 2)
+    history = meta.meta_train(model, lambda: batch, num_steps=3, inner_lr=0.1, inner_steps=2, step_lrs=rates,
+                              multi_step_loss=2, val_episodes=batch, eval_every=1)
+    assert len(history.loss) == 3 and all(np.isfinite(history.loss))
+    assert any(not torch.allclose(r, torch.full_like(r, 0.1)) for r in rates.values()), "the rates are learned"
+    assert all((r >= 0).all() for r in rates.values())
+
+
+def test_maml_plus_plus_bad_input_is_explained():
+    model, batch = tiny_mlp(), sine_batch()
+    params = dict(model.named_parameters())
+    with pytest.raises(ValueError, match="one weight per inner step"):
+        meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=2, step_weights=[1.0])
+    with pytest.raises(ValueError, match="fewer rates than the 3 inner steps"):
+        meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=3, step_lrs=meta.init_step_lrs(params, 0.1, 2))
+    with pytest.raises(ValueError, match="not both"):
+        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.mse_loss, 0.1, 1,
+                   per_param_lr=meta.init_per_param_lr(params, 0.1), step_lrs=meta.init_step_lrs(params, 0.1, 1))
+    with pytest.raises(ValueError, match="work with maml, fomaml or anil"):
+        meta.meta_train(model, lambda: batch, method="reptile", num_steps=1, step_lrs=meta.init_step_lrs(params, 0.1, 1))
+
+
+# --------------------------------------------------------------------------------------
 # Prototypical networks, Reptile
 # --------------------------------------------------------------------------------------
 
@@ -344,7 +431,7 @@ def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="do not exist"):
         meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy, 0.1, 1,
                    adapt_keys=["head.wieght"])
-    with pytest.raises(ValueError, match="needs a learning rate for every adapted parameter"):
+    with pytest.raises(ValueError, match="need a learning rate for every adapted parameter"):
         meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy, 0.1, 1,
                    per_param_lr=meta.init_per_param_lr(params, 0.1, keys=["head.bias"]))
     with pytest.raises(ValueError, match="same shapes"):
@@ -407,3 +494,10 @@ def test_adapted_predictions_follow_the_inner_loop():
     assert torch.allclose(curves[0], model(x).squeeze(1).detach())
     phi = sgd_by_hand(model, dict(model.named_parameters()), ep.support_X, ep.support_y, F.mse_loss, 0.05, 3)
     assert torch.allclose(curves[3], torch.func.functional_call(model, phi, (x,)).squeeze(1).detach())
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(meta)
+    assert result.attempted > 0 and result.failed == 0

@@ -139,6 +139,28 @@ def test_stale_model_is_refused_not_retrained(tiny_store, monkeypatch):
     assert (folder / "tiny.pt").read_bytes() == before  # nothing was trained in its place
 
 
+def test_evaluate_tests_again_and_keeps_weights_and_training_record(tiny_store, monkeypatch):
+    folder, recipe = tiny_store
+    before = store.read_manifest(folder)["tiny"]
+    weights = (folder / "tiny.pt").read_bytes()
+    with pytest.raises(store.StoreError, match=r"only while training.*make models MODEL=tiny"):
+        store.evaluate("tiny", folder, torch.device("cpu"))
+
+    def weight_norm(model, config):
+        return {"weight_norm": model.weight.norm().item()}, {"tested_on": "tiny"}
+
+    monkeypatch.setitem(store.RECIPES, "tiny", store.Recipe("tiny", 0, recipe.train, recipe.build, {"d": 3},
+                                                            evaluate=weight_norm))
+    after = store.evaluate("tiny", folder, torch.device("cpu"))
+    assert after == store.read_manifest(folder)["tiny"]
+    assert (folder / "tiny.pt").read_bytes() == weights, "evaluation never touches the weights"
+    loaded = store.load("tiny", "cpu", folder).model
+    assert after["metrics"] == {"final": before["metrics"]["final"], "weight_norm": loaded.weight.norm().item()}
+    assert after["extra"]["tested_on"] == "tiny" and after["evaluation_seconds"] >= 0
+    for key in ("curve", "seconds", "machine", "trained_at_commit", "sha256"):
+        assert after[key] == before[key], f"evaluation changed the training record's {key!r}"
+
+
 def test_missing_or_broken_manifest(tmp_path):
     with pytest.raises(store.StoreError, match="make models"):
         store.read_manifest(tmp_path)
