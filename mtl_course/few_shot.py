@@ -577,7 +577,7 @@ META_LEARNERS: dict[str, MetaLearnerConfig] = {
     "Meta-SGD": MetaLearnerConfig("metasgd", outer_steps=2400),
     "Reptile": MetaLearnerConfig("reptile", inner_lr=0.1, inner_steps=5, outer_steps=700, eval_every=100),
 }
-"""Chapter 4's meta-learners and how each is trained (2 to 17 minutes each on a 2-core CPU)."""
+"""Chapter 4's meta-learners and how each is trained (5 to 17 minutes each on a 2-core CPU)."""
 
 
 def model_name(method_name: str) -> str:
