@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 # threads made small training steps about 20 times slower (same results either way).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-unit test-notebooks test-notebooks-native test-notebooks-emulated test-book book execute exercises benchmarks clean test-robust models test-min-versions
+.PHONY: setup test test-unit test-notebooks test-notebooks-native test-notebooks-emulated test-book book execute exercises benchmarks clean test-robust models evaluate-models test-min-versions
 
 setup: $(STAMP)
 
@@ -87,6 +87,11 @@ test-min-versions:
 # and write the weights and manifest.json. Commit the result.
 models: setup
 	$(PY) -m mtl_course.store train $(MODEL)
+
+# Test stored models again (MODEL="name ..."), weights unchanged, after a change of the
+# test protocol; updates their metrics in manifest.json.
+evaluate-models: setup
+	$(PY) -m mtl_course.store evaluate $(MODEL)
 
 # Re-execute notebooks in place (after changing them or the code they call),
 # then regenerate the exercises from the solutions.

@@ -192,25 +192,13 @@ def adapt_path(
     return path
 
 
-def adapt(
-    model: nn.Module,
-    params: Params,
-    support_X: torch.Tensor,
-    support_y: torch.Tensor,
-    loss_fn: LossFn,
-    inner_lr: float,
-    num_steps: int,
-    first_order: bool = False,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
-    step_lrs: Params | None = None,
-) -> Params:
-    """The adapted parameters ``φ`` after ``num_steps`` inner steps: the end of :func:`adapt_path`.
+def adapt(model: nn.Module, params: Params, *args, **kwargs) -> Params:
+    """The adapted parameters ``φ`` after the inner loop: the end of :func:`adapt_path`, which takes the same
+    arguments (``support_X, support_y, loss_fn, inner_lr, num_steps``, then the options).
 
     With ``num_steps=0`` it is ``params`` itself (as a new dict).
     """
-    path = adapt_path(model, params, support_X, support_y, loss_fn, inner_lr, num_steps, first_order,
-                      per_param_lr, adapt_keys, step_lrs)
+    path = adapt_path(model, params, *args, **kwargs)
     return path[-1] if path else dict(params)
 
 
