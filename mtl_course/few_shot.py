@@ -10,8 +10,8 @@ the bottom) and loaded by the chapter. The protocol is the few-shot papers':
 * **model**: Conv-4 with 64 channels and GroupNorm, which normalises every image
   on its own, so that meta-test needs no batch statistics (BatchNorm would have
   to use the query batch, "transductive" batch norm);
-* **selection**: the checkpoint and the number of adaptation steps at test time
-  are chosen on validation episodes, never on test episodes;
+* **selection**: the checkpoint is chosen on validation episodes, and so is the
+  adaptation at test time (steps and step size, per setting), never on test episodes;
 * **test**: 600 episodes per setting, 15 queries per class, mean ± 95 % interval
   (:data:`TEST_SETTINGS`, :data:`NUM_TEST`, :data:`TEST_QUERIES`).
 
@@ -40,8 +40,10 @@ TEST_SETTINGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1))
 """The (N-way, K-shot) settings every stored few-shot model is tested in."""
 NUM_TEST, NUM_VAL, TEST_QUERIES = 600, 100, 15
 TEST_SEED, VAL_SEED = 2, 3  # episode seeds of the meta-test and validation episodes
-TEST_STEP_CHOICES = (1, 3, 5)
-"""Adaptation steps at meta-test, one of which is chosen per model on validation episodes."""
+TEST_STEP_CHOICES = (1, 3, 5, 10)
+"""Adaptation steps at meta-test, one of which is chosen per model and setting on validation episodes."""
+TEST_LR_FACTORS = (1.0, 0.25)
+"""Step sizes at meta-test, as fractions of the model's meta-training inner step size (chosen with the steps)."""
 
 
 def setting_key(n_way: int, k_shot: int) -> str:
@@ -204,14 +206,34 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
                                   backend="loop", chunk_size=10)
 
 
-def choose_test_steps(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,
-                      inner_lr: float) -> tuple[int, dict[int, float]]:
-    """The adaptation steps at meta-test that do best on validation episodes, and every choice's score."""
+def test_time_choices(method: str, inner_lr: float) -> list[tuple[int, float]]:
+    """The (steps, step size) pairs at meta-test that :func:`choose_test_adaptation` picks from.
+
+    ProtoNet has no steps; Meta-SGD adapts with its learned rates, so only its
+    steps are chosen; the other methods try :data:`TEST_STEP_CHOICES` at each
+    of :data:`TEST_LR_FACTORS` times their meta-training step size ``inner_lr``.
+    """
     if method == "protonet":
-        return 0, {}
-    val = {s: score(model, method, val_part, n_way, k_shot, num=NUM_VAL, seed=VAL_SEED, inner_lr=inner_lr,
-                    inner_steps=s).mean for s in TEST_STEP_CHOICES}
-    return max(val, key=val.get), val
+        return [(0, inner_lr)]
+    factors = (1.0,) if method == "metasgd" else TEST_LR_FACTORS
+    return [(steps, factor * inner_lr) for factor in factors for steps in TEST_STEP_CHOICES]
+
+
+def choose_test_adaptation(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,
+                           inner_lr: float) -> tuple[int, float, dict[str, float]]:
+    """The adaptation at meta-test that does best on validation episodes of this setting.
+
+    Returns its steps, its step size, and every choice's validation accuracy
+    (keys ``"steps@step size"``). Ties go to the first of
+    :func:`test_time_choices`: the meta-training step size and fewer steps.
+    """
+    choices = test_time_choices(method, inner_lr)
+    if len(choices) == 1:
+        return *choices[0], {}
+    val = {(steps, lr): score(model, method, val_part, n_way, k_shot, num=NUM_VAL, seed=VAL_SEED, inner_lr=lr,
+                              inner_steps=steps).mean for steps, lr in choices}
+    steps, lr = max(val, key=val.get)
+    return steps, lr, {f"{s}@{r:g}": v for (s, r), v in val.items()}
 
 
 def tested_settings(method: str) -> tuple[tuple[int, int], ...]:
@@ -225,18 +247,20 @@ def tested_settings(method: str) -> tuple[tuple[int, int], ...]:
 
 def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: ClassSplit, inner_lr: float,
                       settings: Sequence[tuple[int, int]] = TEST_SETTINGS) -> tuple[dict[str, float], dict]:
-    """Metrics of a trained model in each of ``settings``, with the adaptation steps chosen on validation.
+    """Metrics of a trained model in each of ``settings``, adapting as chosen on that setting's validation episodes.
 
-    The steps are chosen once, on 5-way 1-shot validation episodes, and used in every setting.
+    ``extra`` records, per setting, the steps and step size chosen by
+    :func:`choose_test_adaptation` (``test_steps``, ``test_lr``) and every
+    choice's validation accuracy (``val_by_choice``).
     """
     val_part, test_part = data.subset(split.val), data.subset(split.test)
-    steps, by_steps = choose_test_steps(model, method, val_part, 5, 1, inner_lr)
-    metrics, extra = {}, {"test_steps": {}, "val_by_steps": by_steps}
+    metrics, extra = {}, {"test_steps": {}, "test_lr": {}, "val_by_choice": {}}
     for n_way, k_shot in settings:
         key = setting_key(n_way, k_shot)
-        result = score(model, method, test_part, n_way, k_shot, inner_lr=inner_lr, inner_steps=steps)
+        steps, lr, by_choice = choose_test_adaptation(model, method, val_part, n_way, k_shot, inner_lr)
+        result = score(model, method, test_part, n_way, k_shot, inner_lr=lr, inner_steps=steps)
         metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
-        extra["test_steps"][key] = steps
+        extra["test_steps"][key], extra["test_lr"][key], extra["val_by_choice"][key] = steps, lr, by_choice
     return metrics, extra
 
 

@@ -93,6 +93,10 @@ def test_train_meta_learner_keeps_the_best_validation_checkpoint_and_scores_ever
     assert result.extra["val_step"] == [2, 4] and result.extra["best_step"] in (2, 4)
     assert set(result.metrics) == {"test_acc_5w1s", "test_acc_5w1s_ci95", "val_acc_5w"}
     assert result.extra["test_steps"]["test_acc_5w1s"] in (1, 2)
+    chosen = f'{result.extra["test_steps"]["test_acc_5w1s"]}@{result.extra["test_lr"]["test_acc_5w1s"]:g}'
+    by_choice = result.extra["val_by_choice"]["test_acc_5w1s"]
+    assert set(by_choice) == {"1@0.4", "2@0.4", "1@0.1", "2@0.1"}, "steps and step size are chosen together"
+    assert by_choice[chosen] == max(by_choice.values()), "the choice is the best on validation"
 
 
 def test_load_or_train_retrains_with_overrides_and_leaves_the_store_alone(monkeypatch, tmp_path):
@@ -110,3 +114,12 @@ def test_load_or_train_retrains_with_overrides_and_leaves_the_store_alone(monkey
     assert "trained in this run" in fresh.describe()
     with pytest.raises(store.StoreError, match="make models"):
         store.load_or_train("tiny-retrain", "cpu")  # never trained into the store: loading says what to run
+
+
+def test_test_time_choices_follow_each_methods_inner_loop():
+    assert few_shot.test_time_choices("protonet", 0.4) == [(0, 0.4)], "class means have no steps to choose"
+    metasgd = few_shot.test_time_choices("metasgd", 0.4)
+    assert {lr for _, lr in metasgd} == {0.4}, "Meta-SGD adapts with its learned rates: only steps are chosen"
+    maml = few_shot.test_time_choices("maml", 0.4)
+    assert maml[0] == (1, 0.4), "ties go to the meta-training step size and one step"
+    assert {lr for _, lr in maml} == {0.4, 0.1} and len(maml) == 2 * len(few_shot.TEST_STEP_CHOICES)
