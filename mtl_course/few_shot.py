@@ -220,14 +220,16 @@ def test_time_choices(method: str, inner_lr: float) -> list[tuple[int, float]]:
 
 
 def choose_test_adaptation(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,
-                           inner_lr: float) -> tuple[int, float, dict[str, float]]:
+                           inner_lr: float, choices: Sequence[tuple[int, float]] | None = None
+                           ) -> tuple[int, float, dict[str, float]]:
     """The adaptation at meta-test that does best on validation episodes of this setting.
 
-    Returns its steps, its step size, and every choice's validation accuracy
-    (keys ``"steps@step size"``). Ties go to the first of
-    :func:`test_time_choices`: the meta-training step size and fewer steps.
+    Tries ``choices``, (steps, step size) pairs, by default
+    :func:`test_time_choices`. Returns the best one's steps and step size, and
+    every choice's validation accuracy (keys ``"steps@step size"``). Ties go
+    to the first choice: the meta-training step size and fewer steps.
     """
-    choices = test_time_choices(method, inner_lr)
+    choices = test_time_choices(method, inner_lr) if choices is None else list(choices)
     if len(choices) == 1:
         return *choices[0], {}
     val = {(steps, lr): score(model, method, val_part, n_way, k_shot, num=NUM_VAL, seed=VAL_SEED, inner_lr=lr,
@@ -352,8 +354,13 @@ def train_embedding_recipe(config: dict, seed: int, max_steps: int | None = None
 
 
 def evaluate_embedding(model: nn.Module, config: Mapping) -> tuple[dict[str, float], dict]:
-    """The store's test of the embedding: the logistic regression's step size chosen on validation
-    episodes, then both heads on the test episodes of every setting (mean and 95 % interval)."""
+    """The store's test of the embedding and of the baselines that train on the support set alone.
+
+    The logistic regression's step size is chosen on validation episodes, then
+    both heads run on the test episodes of every setting (mean and 95 %
+    interval). :func:`support_only_baselines` adds scratch and fine-tuning at
+    5-way 1-shot (keys ``scratch_test_acc_5w1s``, ``finetune_test_acc_5w1s``).
+    """
     data, split = glyphs_split()
     val_part, test_part = data.subset(split.val), data.subset(split.test)
     metrics, extra = {}, {}
@@ -364,6 +371,45 @@ def evaluate_embedding(model: nn.Module, config: Mapping) -> tuple[dict[str, flo
                              ("logreg", logistic_regression(model, test_part, n_way, k_shot,
                                                             lr=extra["logreg_lr"]))):
             metrics[f"{head}_{key}"], metrics[f"{head}_{key}_ci95"] = result.mean, result.ci95
+    baseline_metrics, baseline_extra = support_only_baselines(model, val_part, test_part)
+    return {**metrics, **baseline_metrics}, {**extra, **baseline_extra}
+
+
+SUPPORT_ONLY_LRS = (0.003, 0.01, 0.03, 0.1)
+"""Step sizes tried for the networks trained on the support set alone (with every step count of
+:data:`TEST_STEP_CHOICES`), the same choice on validation episodes as the meta-learners get."""
+
+
+def support_only_network(embedding: nn.Module | None, seed: int = 0) -> nn.Module:
+    """Conv-4 with a zero 5-way head, on a random body (``embedding=None``) or on the pre-trained one."""
+    runtime.seed_everything(seed)
+    net = models.Conv4(1, 64, 5, image_size=28)
+    if embedding is not None:
+        net.load_state_dict(embedding.state_dict(), strict=False)  # the head stays new
+        net = net.to(next(embedding.parameters()).device)
+    return meta.zero_head_(net)
+
+
+def support_only_baselines(embedding: nn.Module, val_part: LabelledSet, test_part: LabelledSet,
+                           settings: Sequence[tuple[int, int]] = ((5, 1),)) -> tuple[dict[str, float], dict]:
+    """Every weight trained on the support set alone: from scratch, and from the pre-trained embedding.
+
+    Both adapt as MAML does at test time, with steps and step size chosen on
+    validation episodes among :data:`TEST_STEP_CHOICES` × :data:`SUPPORT_ONLY_LRS`,
+    then score the test episodes of each setting (default 5-way 1-shot: every
+    weight adapts, so other settings take minutes).
+    """
+    choices = [(steps, lr) for lr in SUPPORT_ONLY_LRS for steps in TEST_STEP_CHOICES]
+    metrics, extra = {}, {}
+    for name, body in (("scratch", None), ("finetune", embedding)):
+        net = support_only_network(body)
+        for n_way, k_shot in settings:
+            key = f"{name}_{setting_key(n_way, k_shot)}"
+            steps, lr, by_choice = choose_test_adaptation(net, "maml", val_part, n_way, k_shot, SUPPORT_ONLY_LRS[0],
+                                                          choices=choices)
+            result = score(net, "maml", test_part, n_way, k_shot, inner_lr=lr, inner_steps=steps)
+            metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
+            extra[f"{key}_adaptation"] = {"steps": steps, "lr": lr, "val_by_choice": by_choice}
     return metrics, extra
 
 

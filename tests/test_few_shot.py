@@ -123,3 +123,22 @@ def test_test_time_choices_follow_each_methods_inner_loop():
     maml = few_shot.test_time_choices("maml", 0.4)
     assert maml[0] == (1, 0.4), "ties go to the meta-training step size and one step"
     assert {lr for _, lr in maml} == {0.4, 0.1} and len(maml) == 2 * len(few_shot.TEST_STEP_CHOICES)
+
+
+def test_support_only_baselines_choose_their_adaptation_on_validation(monkeypatch):
+    monkeypatch.setattr(few_shot, "NUM_VAL", 3)
+    monkeypatch.setattr(few_shot, "NUM_TEST", 3)
+    monkeypatch.setattr(few_shot, "TEST_STEP_CHOICES", (1, 2))
+    monkeypatch.setattr(few_shot, "SUPPORT_ONLY_LRS", (0.01, 0.1))
+    data = tiny_images(num_classes=10, per_class=16, size=28)
+    body = models.Conv4(1, 64, None, image_size=28)
+    metrics, extra = few_shot.support_only_baselines(body, data, data)
+    assert set(metrics) == {"scratch_test_acc_5w1s", "scratch_test_acc_5w1s_ci95",
+                            "finetune_test_acc_5w1s", "finetune_test_acc_5w1s_ci95"}
+    for name in ("scratch", "finetune"):
+        chosen = extra[f"{name}_test_acc_5w1s_adaptation"]
+        assert set(chosen["val_by_choice"]) == {"1@0.01", "2@0.01", "1@0.1", "2@0.1"}
+        assert chosen["val_by_choice"][f"{chosen['steps']}@{chosen['lr']:g}"] == max(chosen["val_by_choice"].values())
+    finetune = few_shot.support_only_network(body)
+    assert torch.equal(finetune.blocks[0][0].weight, body.blocks[0][0].weight), "fine-tuning starts from the body"
+    assert not finetune.head.weight.any(), "a zero head: every episode starts at the uniform prediction"
