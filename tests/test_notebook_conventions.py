@@ -8,7 +8,8 @@ and generated exercise (``exercises/*.ipynb``) must:
   points at the notebook's own path on the main branch;
 - continue with a setup cell that ``%pip install``s the package only on Colab;
 - store no error outputs, no warnings, no machine paths, and never end a code
-  cell with a bare ``;``.
+  cell with a bare ``;``;
+- keep code lines to 88 characters, and (chapters) fold the setup cell with ``hide-input``.
 
 The table of contents must list exactly the notebooks that exist, and the
 nbval sanitize file must do what its comments say.
@@ -194,6 +195,29 @@ def test_no_code_cell_ends_with_bare_semicolon(path):
     assert not bad, (
         f"{_rel(path)}: code cell(s) {bad} end with ';'. Use `_ = ...` or `plt.show()` "
         "instead, so that the stored output does not depend on it"
+    )
+
+
+MAX_CODE_LINE = 88
+"""The longest code line that fits a code cell of the built book at 1280 px without scrolling sideways."""
+
+
+@pytest.mark.parametrize("path", _params(ALL, "book, solution or exercise"))
+def test_code_lines_fit_the_page(path):
+    nb = _read(path)
+    long = [(i, len(line)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for line in _source(c).splitlines() if len(line) > MAX_CODE_LINE]
+    assert not long, (
+        f"{_rel(path)}: code lines longer than {MAX_CODE_LINE} characters (cell, length): {long[:8]}. "
+        f"Wrap them (e.g. `ruff format --line-length {MAX_CODE_LINE}`, then shorten comments and strings)"
+    )
+
+
+@pytest.mark.parametrize("path", _params(BOOK, "book"))
+def test_setup_cell_is_folded_in_the_book(path):
+    setup = _read(path).cells[1]
+    assert "hide-input" in setup.metadata.get("tags", []), (
+        f"{_rel(path)}: tag the setup cell `hide-input`, so that the page shows its printout, not its plumbing"
     )
 
 

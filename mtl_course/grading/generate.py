@@ -5,6 +5,7 @@ import copy
 import hashlib
 import json
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ BEGIN_SOLUTION = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?::\s*(?P<hi
 END_SOLUTION = re.compile(r"^[ \t]*### END SOLUTION\s*$")
 BEGIN_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN CHECKS\s*$")
 END_HIDDEN = re.compile(r"^[ \t]*### END HIDDEN CHECKS\s*$")
+MAX_LINE = 88  # the longest code line of a notebook (tests/test_notebook_conventions.py)
 DEF_LINE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
 METADATA_KEY = "mtl_course"
 GENERATED_NOTE = (
@@ -65,10 +67,12 @@ def _placeholder(indent: str, hint: str | None, function: str | None) -> list[st
     where = f"`{function}`" if function else "this cell"
     message = f"Exercise: complete the TODO in {where}" + (f" ({hint})" if hint else "") + "."
     todo = hint or "write your code here, replacing the `raise` line below."
-    return [
-        f"{indent}# TODO: {todo}",
-        f"{indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})",
-    ]
+    comment = textwrap.wrap(f"TODO: {todo}", MAX_LINE - len(indent) - 2, break_long_words=False)
+    text = json.dumps(message, ensure_ascii=False)
+    raise_line = f"{indent}raise NotImplementedError({text})"
+    if len(raise_line) > MAX_LINE:  # the message on a line of its own
+        raise_line = f"{indent}raise NotImplementedError(\n{indent}    {text}\n{indent})"
+    return [f"{indent}# {line}" for line in comment] + raise_line.split("\n")
 
 
 def has_solution(source: str) -> bool:
