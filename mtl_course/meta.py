@@ -62,7 +62,12 @@ for the model and device (:func:`auto_backend`)."""
 # --------------------------------------------------------------------------------------
 
 def head_keys(model: nn.Module) -> list[str]:
-    """Names of the parameters of ``model.head``: what ANIL adapts in its inner loop."""
+    """Names of the parameters of ``model.head``: what ANIL adapts in its inner loop.
+
+    >>> from mtl_course import models
+    >>> head_keys(models.Conv4(1, 8, 5, image_size=16))
+    ['head.weight', 'head.bias']
+    """
     names = [name for name, _ in model.named_parameters() if name.startswith("head.")]
     if not names:
         raise ValueError("the model has no parameters under `head`; ANIL needs a model with a linear `head`")
@@ -111,6 +116,12 @@ def sgd_step(params: Params, grads: Params, inner_lr: float, per_param_lr: Param
 
     With ``per_param_lr`` (Meta-SGD, Li et al., 2017, Eq. 2) the step is
     ``φ ← φ − α ⊙ ∇L(φ)`` with a learned rate for every scalar parameter.
+
+    >>> params, grads = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([1.0, -1.0])}
+    >>> sgd_step(params, grads, inner_lr=0.5)
+    {'w': tensor([0.5000, 2.5000])}
+    >>> sgd_step(params, grads, 0.5, per_param_lr={"w": torch.tensor([0.0, 1.0])})
+    {'w': tensor([1., 3.])}
     """
     if per_param_lr is None:
         return {k: params[k] - inner_lr * grads[k] for k in params}
@@ -197,6 +208,15 @@ def adapt(model: nn.Module, params: Params, *args, **kwargs) -> Params:
     arguments (``support_X, support_y, loss_fn, inner_lr, num_steps``, then the options).
 
     With ``num_steps=0`` it is ``params`` itself (as a new dict).
+
+    A one-weight model ``y = w x`` from ``w = 0``, on one support point
+    ``(1, 2)`` with the squared error: each step moves ``w`` half way to 2.
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> params = {"weight": torch.zeros(1, 1)}
+    >>> x, y = torch.ones(1, 1), torch.full((1, 1), 2.0)
+    >>> [round(adapt(model, params, x, y, F.mse_loss, 0.25, s)["weight"].item(), 3) for s in (0, 1, 2)]
+    [0.0, 1.0, 1.5]
     """
     path = adapt_path(model, params, *args, **kwargs)
     return path[-1] if path else dict(params)
@@ -233,13 +253,21 @@ def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> to
     """Class prototypes ``c_k = mean of the support embeddings of class k`` (Snell et al., 2017, Eq. 1).
 
     Written with a one-hot matrix product so that it also runs inside ``vmap``.
+
+    >>> prototypes(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 0, 1]), n_way=2)
+    tensor([[1., 0.],
+            [0., 4.]])
     """
     onehot = F.one_hot(labels, n_way).to(embeddings.dtype)  # (n, n_way)
     return (onehot.T @ embeddings) / onehot.sum(0).unsqueeze(1)
 
 
 def prototype_logits(query_embeddings: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-    """Logits ``−‖f(x) − c_k‖²``: the negative squared Euclidean distance to each prototype (Snell Eq. 2)."""
+    """Logits ``−‖f(x) − c_k‖²``: the negative squared Euclidean distance to each prototype (Snell Eq. 2).
+
+    >>> prototype_logits(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 4.0]]))
+    tensor([[ -1., -10.]])
+    """
     return -((query_embeddings.unsqueeze(1) - protos.unsqueeze(0)) ** 2).sum(-1)
 
 

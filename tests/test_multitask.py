@@ -585,3 +585,12 @@ def test_multitask_set_validation():
     with pytest.raises(ValueError, match="no drawing index"):
         data.split(1, 1)
     assert copy.deepcopy(data).task_names == ["y1", "y2"]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from mtl_course.multitask import gradients
+
+    result = doctest.testmod(gradients)
+    assert result.attempted >= 10 and result.failed == 0

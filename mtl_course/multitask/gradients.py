@@ -68,7 +68,12 @@ def _check_G(G: torch.Tensor) -> None:
 
 
 def gram_matrix(G: Array) -> Array:
-    """The Gram matrix ``G G^T`` of task gradients: entry ``(i, j)`` is ``g_i . g_j``."""
+    """The Gram matrix ``G G^T`` of task gradients: entry ``(i, j)`` is ``g_i . g_j``.
+
+    >>> gram_matrix(torch.tensor([[1.0, 0.0], [1.0, 2.0]]))
+    tensor([[1., 1.],
+            [1., 5.]])
+    """
     return G @ G.swapaxes(-1, -2)
 
 
@@ -85,7 +90,11 @@ def gradient_cosine(G: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate(G: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The update direction ``d = sum_i w_i g_i`` for weights of shape ``(T,)``."""
+    """The update direction ``d = sum_i w_i g_i`` for weights of shape ``(T,)``.
+
+    >>> aggregate(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0.5, 0.25]))
+    tensor([0.5000, 0.5000])
+    """
     _check_G(G)
     if weights.shape != (G.shape[0],):
         raise ValueError(f"need one weight per task ({G.shape[0]}), got shape {tuple(weights.shape)}")
@@ -98,7 +107,11 @@ def aggregate(G: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def mean_weights(gram: Array) -> Array:
-    """Equal weighting: ``w_i = 1/T``, so ``d`` is the mean task gradient."""
+    """Equal weighting: ``w_i = 1/T``, so ``d`` is the mean task gradient.
+
+    >>> mean_weights(torch.eye(4))
+    tensor([0.2500, 0.2500, 0.2500, 0.2500])
+    """
     _check_gram(gram)
     T = gram.shape[-1]
     return gram[..., 0, :] * 0 + 1.0 / T
@@ -119,6 +132,16 @@ def pcgrad_weights(gram: Array, generator: torch.Generator | None = None) -> Arr
     matrix alone. With two tasks the order does not matter and the weights are
     ``((1 - g12/g11) / 2, (1 - g12/g22) / 2)`` when ``g12 < 0`` (else ``1/2`` each).
     ``generator`` fixes the random orders for more than two tasks.
+
+    Two conflicting gradients, ``g1 = (1, 0)`` and ``g2 = (-1, 1)``: each loses
+    its part along the other, and the direction helps both tasks.
+
+    >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    >>> w = pcgrad_weights(gram_matrix(G))
+    >>> w
+    tensor([1.0000, 0.7500], dtype=torch.float64)
+    >>> G @ aggregate(G, w)  # g_i . d: no task is made worse
+    tensor([0.2500, 0.5000], dtype=torch.float64)
     """
     _check_gram(gram)
     xp, T = array_module(gram), gram.shape[-1]
@@ -145,6 +168,11 @@ def mgda_two_task_weight(g11: Array, g12: Array, g22: Array) -> Array:
 
     ``a = clip((g22 - g12) / ||g1 - g2||^2, 0, 1)``: the foot of the
     perpendicular from the origin to the segment between the two gradients.
+
+    >>> mgda_two_task_weight(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(1.0))  # orthogonal, equal
+    tensor(0.5000)
+    >>> mgda_two_task_weight(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(4.0))  # g2 = 2 g1: all on g1
+    tensor(1.)
     """
     return _between((g22 - g12) / _at_least(g11 + g22 - 2 * g12, TINY), 0.0, 1.0)
 
@@ -302,25 +330,52 @@ def cagrad_weights(gram: Array, c: float = 0.5) -> Array:
 
 
 def mean_gradient(G: torch.Tensor) -> torch.Tensor:
-    """Equal weighting of the task gradients: ``d = G.mean(0)``."""
+    """Equal weighting of the task gradients: ``d = G.mean(0)``.
+
+    >>> mean_gradient(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
+    tensor([0.0000, 0.5000])
+    """
     _check_G(G)
     return G.mean(0)
 
 
 def pcgrad(G: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """PCGrad's update direction (Yu et al., 2020): the mean of the conflict-projected gradients."""
+    """PCGrad's update direction (Yu et al., 2020): the mean of the conflict-projected gradients.
+
+    >>> pcgrad(torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64))
+    tensor([0.2500, 0.7500], dtype=torch.float64)
+    """
     _check_G(G)
     return aggregate(G, pcgrad_weights(gram_matrix(G).double(), generator))
 
 
 def mgda(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
-    """MGDA's update direction (Sener & Koltun, 2018): the min-norm point of the gradients' convex hull."""
+    """MGDA's update direction (Sener & Koltun, 2018): the min-norm point of the gradients' convex hull.
+
+    Every task improves at least by ``||d||^2``: ``g_i . d >= ||d||^2``.
+
+    >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    >>> d = mgda(G)
+    >>> d
+    tensor([0.2000, 0.4000], dtype=torch.float64)
+    >>> G @ d, d @ d
+    (tensor([0.2000, 0.2000], dtype=torch.float64), tensor(0.2000, dtype=torch.float64))
+    """
     _check_G(G)
     return aggregate(G, mgda_weights(gram_matrix(G).double(), max_iter))
 
 
 def cagrad(G: torch.Tensor, c: float = 0.5) -> torch.Tensor:
-    """CAGrad's update direction (Liu et al., 2021) with conflict-aversion radius ``c``."""
+    """CAGrad's update direction (Liu et al., 2021) with conflict-aversion radius ``c``.
+
+    ``c = 0`` is the mean gradient; a larger ``c`` moves towards MGDA's direction.
+
+    >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    >>> cagrad(G, c=0.0)
+    tensor([0.0000, 0.5000], dtype=torch.float64)
+    >>> torch.allclose(cagrad(G, c=100.0), mgda(G) / mgda(G).norm() * mean_gradient(G).norm(), atol=1e-2)
+    True
+    """
     _check_G(G)
     return aggregate(G, cagrad_weights(gram_matrix(G).double(), c))
 
