@@ -1,4 +1,4 @@
-"""Combining task gradients: PCGrad, MGDA and CAGrad as small pure functions.
+"""Combining task gradients: PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL, Aligned-MTL, UPGrad and RLW as small pure functions.
 
 Every method here looks at the **task-gradient matrix** ``G`` (shape ``tasks x
 params``: row ``i`` is the gradient of task ``i``'s loss with respect to the
@@ -325,8 +325,155 @@ def cagrad_weights(gram: Array, c: float = 0.5) -> Array:
 
 
 # ---------------------------------------------------------------------------
+# Weightings of recent codebases: IMTL-G, Nash-MTL, Aligned-MTL, UPGrad, RLW
+# ---------------------------------------------------------------------------
+
+
+def _one_gram(gram: Array, name: str) -> np.ndarray:
+    _check_gram(gram)
+    if gram.ndim != 2:
+        raise ValueError(f"{name} takes one (T, T) Gram matrix")
+    return _to_numpy(gram)
+
+
+def _square_root_factor(M: np.ndarray) -> np.ndarray:
+    """A matrix ``A`` with ``A^T A = M`` (from the eigendecomposition; ``M`` may be singular)."""
+    values, vectors = np.linalg.eigh(M)
+    return np.sqrt(np.clip(values, 0.0, None))[:, None] * vectors.T
+
+
+def imtl_g_weights(gram: Array) -> Array:
+    """IMTL-G (Liu et al., 2021): the combination that projects equally onto every task's direction.
+
+    IMTL-G asks for ``d = sum_i w_i g_i`` with ``sum_i w_i = 1`` whose
+    projections ``d . g_i / ||g_i||`` on the unit task gradients are all equal,
+    so no task is favoured for the size of its gradient. Since ``d . g_i =
+    (M w)_i`` with ``M = G G^T``, that is ``M w = c n`` with ``n_i = ||g_i||``:
+    ``w = M^+ n / (1^T M^+ n)`` (pseudo-inverse for dependent gradients).
+
+    >>> imtl_g_weights(torch.tensor([[1.0, 0.0], [0.0, 4.0]], dtype=torch.float64))  # orthogonal
+    tensor([0.6667, 0.3333], dtype=torch.float64)
+    """
+    M = _one_gram(gram, "IMTL-G")
+    v = np.linalg.pinv(M) @ np.sqrt(np.clip(np.diag(M), 0.0, None))
+    total = v.sum()
+    if abs(total) < TINY:
+        return mean_weights(gram)
+    return _like(v / total, gram)
+
+
+def nash_mtl_weights(gram: Array, max_iter: int = 100, tol: float = 1e-12) -> Array:
+    """Nash-MTL (Navon et al., 2022): the Nash bargaining solution of the tasks, ``(M w)_i = 1 / w_i``.
+
+    The tasks bargain over a direction ``d = sum_i w_i g_i`` in a ball; the
+    bargaining solution maximises ``sum_i log(d . g_i)``, and its optimality
+    condition is ``w_i (d . g_i) = 1`` for every task: a task with a small
+    gradient gets a large weight, and scaling one task's gradient by ``s``
+    scales its weight by ``1 / s``, leaving ``d`` unchanged. The condition is
+    the gradient of the convex ``f(w) = w^T M w / 2 - sum_i log w_i``, which we
+    minimise with Newton's method (the original solves a sequence of convex
+    programs with cvxpy; the fixed point is the same).
+
+    >>> nash_mtl_weights(torch.tensor([[1.0, 0.0], [0.0, 4.0]], dtype=torch.float64))  # 1 / ||g_i||
+    tensor([1.0000, 0.5000], dtype=torch.float64)
+    """
+    M = _one_gram(gram, "Nash-MTL")
+    norms = np.sqrt(np.clip(np.diag(M), TINY, None))
+    w = 1.0 / (norms * np.sqrt(M.shape[0]))
+
+    def f(v: np.ndarray) -> float:
+        return 0.5 * v @ M @ v - np.log(v).sum()
+
+    for _ in range(max_iter):
+        grad = M @ w - 1.0 / w
+        if np.max(np.abs(grad * w)) < tol:  # relative: w_i (M w)_i = 1
+            break
+        step = np.linalg.solve(M + np.diag(1.0 / w**2), grad)
+        t = 1.0
+        while np.any(w - t * step <= 0) or f(w - t * step) > f(w) - 0.25 * t * grad @ step:
+            t /= 2
+            if t < 1e-12:
+                break
+        w = w - t * step
+    return _like(w, gram)
+
+
+def aligned_mtl_weights(gram: Array, rtol: float = 1e-10) -> Array:
+    """Aligned-MTL (Senushkin et al., 2023): weights that give the task gradients one condition number.
+
+    With ``M = G G^T = V diag(sigma^2) V^T``, Aligned-MTL replaces the
+    gradient system by its best-conditioned version: every singular value set
+    to the smallest, ``sigma_min``. On the task gradients this is
+    ``B = sigma_min V diag(1 / sigma) V^T`` (directions with ``sigma`` below
+    ``rtol`` times the largest are dropped), and the weights are ``B`` applied
+    to the equal preference ``1/T``. Orthogonal gradients are all rescaled to
+    the norm of the smallest.
+
+    >>> aligned_mtl_weights(torch.tensor([[1.0, 0.0], [0.0, 4.0]], dtype=torch.float64))
+    tensor([0.5000, 0.2500], dtype=torch.float64)
+    """
+    M = _one_gram(gram, "Aligned-MTL")
+    values, vectors = np.linalg.eigh(M)
+    keep = values > rtol * max(values.max(), TINY)
+    if not keep.any():
+        return mean_weights(gram)
+    sigma, V = np.sqrt(values[keep]), vectors[:, keep]
+    B = sigma.min() * (V / sigma) @ V.T
+    return _like(B @ np.full(M.shape[0], 1.0 / M.shape[0]), gram)
+
+
+def upgrad_weights(gram: Array) -> Array:
+    """UPGrad (Quinton & Rey, 2024): the mean of the task gradients, each projected onto the dual cone.
+
+    The dual cone ``{d : g_j . d >= 0 for all j}`` holds the directions that
+    harm no task. Projecting ``g_i`` onto it gives ``G^T v`` with
+    ``v = argmin_{v >= e_i} v^T M v`` (the dual of the projection, a
+    non-negative least-squares problem with ``A^T A = M``), and UPGrad's
+    weights are the mean of those ``v``. The direction therefore harms no
+    task, and equals the mean gradient when no two gradients conflict.
+
+    >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    >>> w = upgrad_weights(gram_matrix(G))
+    >>> w
+    tensor([1.0000, 0.7500], dtype=torch.float64)
+    >>> G @ aggregate(G, w)
+    tensor([0.2500, 0.5000], dtype=torch.float64)
+    """
+    from scipy.optimize import nnls
+
+    M = _one_gram(gram, "UPGrad")
+    A, T = _square_root_factor(M), M.shape[0]
+    rows = []
+    for i in range(T):
+        e = np.eye(T)[i]
+        u, _ = nnls(A, -A @ e)
+        rows.append(e + u)
+    return _like(np.mean(rows, axis=0), gram)
+
+
+def rlw_weights(gram: Array, generator: torch.Generator | None = None) -> Array:
+    """RLW (Lin et al., 2022): random loss weights, a softmax of standard normal draws, new at every call.
+
+    The weights sum to one, as the mean's do; ``generator`` fixes the draws.
+
+    >>> rlw_weights(torch.eye(3), torch.Generator().manual_seed(0)).sum()
+    tensor(1.)
+    """
+    _check_gram(gram)
+    z = torch.randn(gram.shape[-1], generator=generator, dtype=torch.float64)
+    w = torch.softmax(z, 0)
+    return w.to(gram) if isinstance(gram, torch.Tensor) else w.numpy()
+
+
+# ---------------------------------------------------------------------------
 # Aggregators: the update direction from the task-gradient matrix G
 # ---------------------------------------------------------------------------
+
+
+def _direction(G: torch.Tensor, weighting, **options) -> torch.Tensor:
+    """``d = w^T G`` with the weights ``weighting(G G^T, **options)``, computed in float64."""
+    _check_G(G)
+    return aggregate(G, weighting(gram_matrix(G).double(), **options))
 
 
 def mean_gradient(G: torch.Tensor) -> torch.Tensor:
@@ -345,8 +492,7 @@ def pcgrad(G: torch.Tensor, generator: torch.Generator | None = None) -> torch.T
     >>> pcgrad(torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64))
     tensor([0.2500, 0.7500], dtype=torch.float64)
     """
-    _check_G(G)
-    return aggregate(G, pcgrad_weights(gram_matrix(G).double(), generator))
+    return _direction(G, pcgrad_weights, generator=generator)
 
 
 def mgda(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
@@ -361,8 +507,7 @@ def mgda(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
     >>> G @ d, d @ d
     (tensor([0.2000, 0.2000], dtype=torch.float64), tensor(0.2000, dtype=torch.float64))
     """
-    _check_G(G)
-    return aggregate(G, mgda_weights(gram_matrix(G).double(), max_iter))
+    return _direction(G, mgda_weights, max_iter=max_iter)
 
 
 def cagrad(G: torch.Tensor, c: float = 0.5) -> torch.Tensor:
@@ -376,8 +521,32 @@ def cagrad(G: torch.Tensor, c: float = 0.5) -> torch.Tensor:
     >>> torch.allclose(cagrad(G, c=100.0), mgda(G) / mgda(G).norm() * mean_gradient(G).norm(), atol=1e-2)
     True
     """
-    _check_G(G)
-    return aggregate(G, cagrad_weights(gram_matrix(G).double(), c))
+    return _direction(G, cagrad_weights, c=c)
+
+
+def imtl_g(G: torch.Tensor) -> torch.Tensor:
+    """IMTL-G's update direction (Liu et al., 2021): equal projections on every unit task gradient."""
+    return _direction(G, imtl_g_weights)
+
+
+def nash_mtl(G: torch.Tensor) -> torch.Tensor:
+    """Nash-MTL's update direction (Navon et al., 2022): the tasks' bargaining solution."""
+    return _direction(G, nash_mtl_weights)
+
+
+def aligned_mtl(G: torch.Tensor) -> torch.Tensor:
+    """Aligned-MTL's update direction (Senushkin et al., 2023): the gradient system with one condition number."""
+    return _direction(G, aligned_mtl_weights)
+
+
+def upgrad(G: torch.Tensor) -> torch.Tensor:
+    """UPGrad's update direction (Quinton & Rey, 2024): the mean of the gradients projected onto the dual cone."""
+    return _direction(G, upgrad_weights)
+
+
+def rlw(G: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """RLW's update direction (Lin et al., 2022): the gradients under random weights that sum to one."""
+    return _direction(G, rlw_weights, generator=generator)
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 * :func:`fit_multitask` — the one multi-task training loop, parameterised by
   the method: a loss weighting (``"equal"``, ``"uncertainty"``, ``"dwa"``,
   ``"gradnorm"``) or a gradient combination (``"pcgrad"``, ``"mgda"``,
-  ``"cagrad"``) applied to the shared parameters;
+  ``"cagrad"``, ``"imtl_g"``, ``"nash_mtl"``, ``"aligned_mtl"``, ``"upgrad"``,
+  ``"rlw"``; :mod:`~mtl_course.multitask.gradients`) applied to the shared parameters;
 * :func:`fit_single_task` — a single-task baseline, trained with the package's
   ordinary loop :func:`mtl_course.training.fit`;
 * :func:`evaluate_multitask` and :func:`delta_p` — per-task metrics and the
@@ -24,11 +25,12 @@ from torch import nn
 
 from .. import runtime, training
 from .data import MultiTaskSet
-from .gradients import cagrad, gradient_cosine, mgda, pcgrad, task_gradient_matrix, write_gradient
+from .gradients import (aligned_mtl, cagrad, gradient_cosine, imtl_g, mgda, nash_mtl, pcgrad, rlw,
+                        task_gradient_matrix, upgrad, write_gradient)
 from .weighting import GradNorm, UncertaintyWeighting, dwa_weights, equal_weights
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm")
-GRADIENT_METHODS = ("pcgrad", "mgda", "cagrad")
+GRADIENT_METHODS = ("pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "rlw")
 METHODS = WEIGHTINGS + GRADIENT_METHODS
 
 
@@ -168,11 +170,13 @@ def fit_multitask(
     * ``"dwa"``: descends ``sum_i w_i L_i`` with Dynamic Weight Average weights
       (``temperature``), recomputed each epoch from the epoch-average losses;
     * ``"gradnorm"``: descends ``sum_i w_i L_i`` and moves ``w`` by GradNorm (``alpha``);
-    * ``"pcgrad"``, ``"mgda"``, ``"cagrad"`` (``c``): builds the task-gradient
-      matrix ``G`` of the shared parameters, writes ``T`` times the combined
-      direction into their gradients (``T`` so that equal weighting would give
-      the gradient of ``sum_i L_i``), and gives the task-specific parameters
-      the gradient of ``sum_i L_i`` (each head only sees its own loss).
+    * ``"pcgrad"``, ``"mgda"``, ``"cagrad"`` (``c``), ``"imtl_g"``,
+      ``"nash_mtl"``, ``"aligned_mtl"``, ``"upgrad"``, ``"rlw"``: builds the
+      task-gradient matrix ``G`` of the shared parameters, writes ``T`` times
+      the combined direction into their gradients (``T`` so that equal
+      weighting would give the gradient of ``sum_i L_i``; Nash-MTL's direction
+      has a scale of its own), and gives the task-specific parameters the
+      gradient of ``sum_i L_i`` (each head only sees its own loss).
 
     A model's ``regularizer()`` (soft sharing's penalty) is added to the loss.
     Adam with learning rate ``lr`` updates the model (and ``s_i``). With
@@ -195,7 +199,8 @@ def fit_multitask(
     optimizer = torch.optim.Adam(params + (list(uncertainty.parameters()) if uncertainty else []), lr=lr, foreach=True)
     order = runtime.generator(seed)  # PCGrad's random task orders
     combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda,
-               "cagrad": lambda G: cagrad(G, c=c)}.get(method)
+               "cagrad": lambda G: cagrad(G, c=c), "imtl_g": imtl_g, "nash_mtl": nash_mtl,
+               "aligned_mtl": aligned_mtl, "upgrad": upgrad, "rlw": lambda G: rlw(G, generator=order)}.get(method)
     regularizer = getattr(model, "regularizer", None)
     loader = training.make_loader((train.X, torch.arange(len(train))), batch_size=batch_size, shuffle=True, seed=seed)
     history, best_state, bad_epochs = MultiTaskHistory(), None, 0
