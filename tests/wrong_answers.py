@@ -93,8 +93,8 @@ WRONG_ANSWERS: list[WrongAnswer] = [
     WrongAnswer(
         notebook="ex08_m3tl.ipynb",
         mistake="transfer reduction keeps the fusion layer even for a single modality",
-        old='"transfer": dict(fusion=len(encoders) > 1, backbone=False, meta=False, unseen_tasks=True),',
-        new='"transfer": dict(fusion=True, backbone=False, meta=False, unseen_tasks=True),',
+        old="fusion=len(encoders) > 1, backbone=False, meta=False, unseen_tasks=True",
+        new="fusion=True, backbone=False, meta=False, unseen_tasks=True",
         check="8.1 the reductions switch off the parts of Fig. 8",
     ),
     WrongAnswer(
