@@ -19,7 +19,7 @@ and still learn different things from it:
 
 The hyper-parameter view of meta-learning compares a learned inner step size
 (Meta-SGD) with the usual practice of choosing it by hand on validation tasks,
-:func:`select_inner_lr`. :func:`paired_difference` and :func:`average_scores`
+:func:`select_inner_lr`. :func:`paired_difference` and :func:`average_scores` (from :mod:`metrics`)
 compare methods scored on the same test episodes, :func:`adapted_curve` draws
 a network's prediction after adapting to one task, and :func:`draw_flowchart`
 draws the chapter's decision guide.
@@ -37,7 +37,7 @@ from torch import nn
 
 from . import meta, models
 from .data import Episode, SineTask, SinusoidTasks
-from . import metrics
+from .metrics import average_scores, paired_difference  # noqa: F401  (the chapter's names for them)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -213,24 +213,6 @@ def adapted_curve(
         phi = meta.adapt(model, models.params_of(model), support_X.to(device), support_y.to(device), loss_fn,
                          inner_lr, num_steps, first_order=True, per_param_lr=per_param_lr)
         return models.functional_forward(model, phi, x.to(device)).reshape(-1).cpu()
-
-
-def paired_difference(a: meta.EpisodeScores, b: meta.EpisodeScores) -> tuple[float, float]:
-    """Mean and 95 % half-width of ``a − b`` task by task (both scored on the same episodes, in order)."""
-    return metrics.paired_difference(a.values, b.values)
-
-
-def average_scores(scores: Sequence[meta.EpisodeScores]) -> meta.EpisodeScores:
-    """Per-episode average of several runs scored on the same episodes, with its 95 % interval over episodes.
-
-    E.g. transfer from each of several source tasks, averaged task by task:
-    the expected result of transfer from *a* source task drawn at random.
-    """
-    if not scores:
-        raise ValueError("give at least one set of scores")
-    if len({len(s.values) for s in scores}) > 1:
-        raise ValueError("all scores must come from the same episodes")
-    return meta.EpisodeScores.from_values(np.mean([np.asarray(s.values) for s in scores], axis=0))
 
 
 # --------------------------------------------------------------------------------------

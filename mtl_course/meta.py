@@ -42,7 +42,7 @@ from torch.func import grad, vmap
 
 from . import runtime
 from .data import Episode, stack_episodes
-from .metrics import accuracy, mean_confidence_interval
+from .metrics import EpisodeScores, accuracy  # EpisodeScores lives in metrics; meta.EpisodeScores stays
 from .models import functional_forward, params_of
 
 Params = dict[str, torch.Tensor]
@@ -499,25 +499,6 @@ def reptile_direction(
 # --------------------------------------------------------------------------------------
 # Evaluation over test episodes
 # --------------------------------------------------------------------------------------
-
-@dataclass
-class EpisodeScores:
-    """Per-episode scores with their mean and 95 % confidence half-width."""
-
-    values: np.ndarray
-    mean: float
-    ci95: float
-
-    @classmethod
-    def from_values(cls, values: Sequence[float] | np.ndarray) -> "EpisodeScores":
-        """The scores of a list of episodes, with their mean and 95 % interval (:func:`mean_confidence_interval`)."""
-        values = np.asarray(values, dtype=float)
-        mean, half = mean_confidence_interval(values)
-        return cls(values, mean, half)
-
-    def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.ci95:.3f}"
-
 
 def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr, step_lrs=None) -> dict:
     if method not in METHODS:

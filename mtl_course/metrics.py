@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -38,20 +39,67 @@ def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) 
     return float(x.mean()), float(quantile * x.std(ddof=1) / math.sqrt(x.size))
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float],
-                      confidence: float = 0.95) -> tuple[float, float]:
+@dataclass
+class EpisodeScores:
+    """Per-episode (or per-seed) scores with their mean and 95 % confidence half-width.
+
+    >>> scores = EpisodeScores.from_values([0.8, 0.9, 1.0])
+    >>> print(scores)
+    0.900 ± 0.248
+    """
+
+    values: np.ndarray
+    mean: float
+    ci95: float
+
+    @classmethod
+    def from_values(cls, values: Sequence[float] | np.ndarray) -> "EpisodeScores":
+        """The scores of a list of episodes, with their mean and 95 % interval (:func:`mean_confidence_interval`)."""
+        values = np.asarray(values, dtype=float)
+        mean, half = mean_confidence_interval(values)
+        return cls(values, mean, half)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+
+
+Scores = Union[Sequence[float], np.ndarray, EpisodeScores]
+
+
+def _values(scores: Scores) -> np.ndarray:
+    return np.asarray(scores.values if isinstance(scores, EpisodeScores) else scores, dtype=float)
+
+
+def average_scores(scores: Sequence[EpisodeScores]) -> EpisodeScores:
+    """Per-episode average of several runs scored on the same episodes, with its 95 % interval over episodes.
+
+    E.g. transfer from each of several source tasks, averaged task by task:
+    the expected result of transfer from *a* source task drawn at random.
+
+    >>> print(average_scores([EpisodeScores.from_values([1.0, 0.0]), EpisodeScores.from_values([0.0, 0.0])]))
+    0.250 ± 3.177
+    """
+    if not scores:
+        raise ValueError("give at least one set of scores")
+    if len({len(s.values) for s in scores}) > 1:
+        raise ValueError("all scores must come from the same episodes")
+    return EpisodeScores.from_values(np.mean([_values(s) for s in scores], axis=0))
+
+
+def paired_difference(a: Scores, b: Scores, confidence: float = 0.95) -> tuple[float, float]:
     """Mean and Student-t half-width of ``a − b``, pair by pair.
 
     For two methods scored on the same episodes (or seeds), in the same order:
     the differences cancel what the pairs share, so the interval is far
     narrower than the two intervals of ``a`` and ``b`` suggest. "A beats B" is
-    supported when the whole interval lies above zero.
+    supported when the whole interval lies above zero. ``a`` and ``b`` are
+    sequences of scores or :class:`EpisodeScores`.
 
     >>> mean, half = paired_difference([0.9, 0.8, 0.7], [0.8, 0.7, 0.5])
     >>> round(mean, 3), round(half, 3)
     (0.133, 0.143)
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = _values(a), _values(b)
     if a.shape != b.shape:
         raise ValueError(f"paired scores need the same episodes in the same order, got {a.shape} and {b.shape}")
     return mean_confidence_interval(a - b, confidence)
