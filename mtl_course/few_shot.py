@@ -220,16 +220,14 @@ def test_time_choices(method: str, inner_lr: float) -> list[tuple[int, float]]:
 
 
 def choose_test_adaptation(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,
-                           inner_lr: float, choices: Sequence[tuple[int, float]] | None = None
-                           ) -> tuple[int, float, dict[str, float]]:
-    """The adaptation at meta-test that does best on validation episodes of this setting.
+                           choices: Sequence[tuple[int, float]]) -> tuple[int, float, dict[str, float]]:
+    """Of ``choices``, (steps, step size) pairs such as :func:`test_time_choices`, the one that does best
+    on validation episodes of this setting.
 
-    Tries ``choices``, (steps, step size) pairs, by default
-    :func:`test_time_choices`. Returns the best one's steps and step size, and
-    every choice's validation accuracy (keys ``"steps@step size"``). Ties go
-    to the first choice: the meta-training step size and fewer steps.
+    Returns its steps and step size, and every choice's validation accuracy
+    (keys ``"steps@step size"``). Ties go to the first choice.
     """
-    choices = test_time_choices(method, inner_lr) if choices is None else list(choices)
+    choices = list(choices)
     if len(choices) == 1:
         return *choices[0], {}
     val = {(steps, lr): score(model, method, val_part, n_way, k_shot, num=NUM_VAL, seed=VAL_SEED, inner_lr=lr,
@@ -259,7 +257,8 @@ def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: C
     metrics, extra = {}, {"test_steps": {}, "test_lr": {}, "val_by_choice": {}}
     for n_way, k_shot in settings:
         key = setting_key(n_way, k_shot)
-        steps, lr, by_choice = choose_test_adaptation(model, method, val_part, n_way, k_shot, inner_lr)
+        steps, lr, by_choice = choose_test_adaptation(model, method, val_part, n_way, k_shot,
+                                                      test_time_choices(method, inner_lr))
         result = score(model, method, test_part, n_way, k_shot, inner_lr=lr, inner_steps=steps)
         metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
         extra["test_steps"][key], extra["test_lr"][key], extra["val_by_choice"][key] = steps, lr, by_choice
@@ -405,8 +404,7 @@ def support_only_baselines(embedding: nn.Module, val_part: LabelledSet, test_par
         net = support_only_network(body)
         for n_way, k_shot in settings:
             key = f"{name}_{setting_key(n_way, k_shot)}"
-            steps, lr, by_choice = choose_test_adaptation(net, "maml", val_part, n_way, k_shot, SUPPORT_ONLY_LRS[0],
-                                                          choices=choices)
+            steps, lr, by_choice = choose_test_adaptation(net, "maml", val_part, n_way, k_shot, choices)
             result = score(net, "maml", test_part, n_way, k_shot, inner_lr=lr, inner_steps=steps)
             metrics[key], metrics[f"{key}_ci95"] = result.mean, result.ci95
             extra[f"{key}_adaptation"] = {"steps": steps, "lr": lr, "val_by_choice": by_choice}
