@@ -6,10 +6,13 @@ import csv
 import io
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 from nbformat import NotebookNode
 
 from mtl_course.grading import (
@@ -505,6 +508,34 @@ def test_timed_out_cell_fails_later_checks(tmp_path: Path) -> None:
     write_notebook(nb, tmp_path / "slow.ipynb")
     results = grade_notebook(tmp_path / "slow.ipynb", timeout=2)
     assert {check_id: result.passed for check_id, result in results.items()} == {"adds": False, "clips": False}
+
+
+def grade_slow_submission(tmp_path: Path, limits: Limits):
+    """Grade the tiny exercise with a ten-minute sleep inserted before its checks."""
+    nb = with_cell_inserted(make_graded_solution(), 3, "import time\ntime.sleep(600)")
+    for folder in ("subs", "solutions"):
+        (tmp_path / folder).mkdir()
+    write_notebook(nb, tmp_path / "subs" / "tiny.ipynb")
+    write_notebook(make_graded_solution(), tmp_path / "solutions" / "tiny.ipynb")
+    started = time.monotonic()
+    submission = grade_submission(tmp_path / "subs", tmp_path / "subs" / "tiny.ipynb", tmp_path / "solutions", limits)
+    return submission, time.monotonic() - started
+
+
+def test_a_kernel_that_ignores_its_timeout_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If nbclient's own timeout never fires, the grader kills the kernel shortly past the cell's limit."""
+    monkeypatch.setattr(NotebookClient, "_get_timeout", lambda self, cell: None)  # wait forever
+    submission, seconds = grade_slow_submission(tmp_path, Limits(cell_timeout=3, kill_grace=2))
+    assert "cell 3 stopped responding; the grader killed its kernel" in submission.error
+    assert submission.passed == 0 and seconds < 120
+
+
+def test_a_run_that_never_returns_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even a client that hangs after its kernel is killed does not hang the grader."""
+    monkeypatch.setattr(NotebookClient, "execute", lambda self, **kwargs: threading.Event().wait())
+    submission, seconds = grade_slow_submission(tmp_path, Limits(cell_timeout=2, kill_grace=2))
+    assert "the kernel's start stopped responding" in submission.error
+    assert submission.passed == 0 and seconds < 30
 
 
 def test_nbval_lax_agrees_with_the_grader(graded: dict) -> None:

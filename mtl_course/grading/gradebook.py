@@ -13,8 +13,10 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,11 +36,17 @@ OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "Cannot allocate memory
 
 @dataclass(frozen=True)
 class Limits:
-    """What one submission may use: seconds per cell, seconds in all, bytes of memory (0: no cap)."""
+    """What one submission may use: seconds per cell, seconds in all, bytes of memory (0: no cap).
+
+    ``kill_grace`` is how long the grader waits past a limit for the kernel to stop on
+    its own before it kills the kernel's process group (and as long again after that
+    before it gives the run up).
+    """
 
     cell_timeout: int = DEFAULT_TIMEOUT
     time_limit: int = 1800
     memory_limit: int = 4 << 30
+    kill_grace: int = 60
 
 
 @dataclass
@@ -151,23 +159,80 @@ def _sandbox_env(home: Path, limits: Limits) -> dict[str, str]:
     return env
 
 
+def _kill_kernel(client) -> None:
+    """Kill the kernel's process group (the kernel and whatever it started), if it still runs."""
+    provisioner = getattr(getattr(client, "km", None), "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    if process is None:
+        return
+    pgid = getattr(provisioner, "pgid", None)
+    try:
+        if pgid and hasattr(os, "killpg") and pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGKILL)
+        else:
+            process.kill()
+    except OSError:  # ProcessLookupError included: it had already stopped
+        pass
+
+
+def _execute_watched(client, env: dict[str, str], limit_at: Callable[[], float], grace: float) -> tuple[BaseException | None, bool]:
+    """Run ``client.execute`` so that a hung kernel cannot hang the grader.
+
+    nbclient's own per-cell timeout stops an ordinary slow cell. If the run is still
+    going ``grace`` seconds after ``limit_at()`` (the monotonic time by which the
+    current cell had to finish), the kernel is killed; if even that does not end the
+    run within ``grace`` more seconds, the run is given up (its thread is a daemon).
+    Returns the exception ``execute`` raised (or None) and whether the kernel was killed.
+    """
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            client.execute(env=env, stderr=subprocess.DEVNULL)
+            outcome.append(None)
+        except BaseException as error:  # handed to the caller, which decides
+            outcome.append(error)
+
+    thread = threading.Thread(target=target, name="grading-run", daemon=True)
+    thread.start()
+    killed_at = None
+    while thread.is_alive():
+        thread.join(0.5)
+        now = time.monotonic()
+        if killed_at is None and now > limit_at() + grace:
+            _kill_kernel(client)
+            killed_at = now
+        elif killed_at is not None and now > killed_at + grace:
+            return None, True
+    return (outcome[0] if outcome else None), killed_at is not None
+
+
 def _run(graded: GradedNotebook, limits: Limits, copy_of: Path | None = None) -> tuple[dict[str, CheckResult], str]:
     """Run a graded notebook in a temporary folder; return each check's result and a note on early stops."""
     nb = graded.nb
     clear_outputs(nb)
-    started: list[int] = []
+    started: list[tuple[int, float]] = []  # (cell index, monotonic start time)
     ran_ok: dict[int, bool] = {}
 
     def record(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
         ran_ok[cell_index] = execute_reply["content"]["status"] == "ok"
 
-    deadline = time.monotonic() + limits.time_limit
+    begun = time.monotonic()
+    deadline = begun + limits.time_limit
 
     def cell_timeout(cell: NotebookNode) -> int:
         return max(1, min(limits.cell_timeout, int(deadline - time.monotonic())))
 
+    def limit_at() -> float:
+        """When the running cell (or, before the first cell, the kernel's start) had to end."""
+        start = started[-1][1] if started else begun
+        return min(start + limits.cell_timeout, deadline)
+
+    def where() -> str:
+        return graded.describe_cell(started[-1][0]) if started else "the kernel's start"
+
     note = ""
-    with tempfile.TemporaryDirectory(prefix="mtl_course_grading_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mtl_course_grading_", ignore_cleanup_errors=True) as tmp:
         work, home = Path(tmp) / "work", Path(tmp) / "home"
         work.mkdir()
         home.mkdir()
@@ -175,21 +240,24 @@ def _run(graded: GradedNotebook, limits: Limits, copy_of: Path | None = None) ->
             shutil.copyfile(copy_of, work / copy_of.name)
         client = make_client(
             nb, work, limits.cell_timeout, allow_errors=True,
-            on_cell_start=lambda cell, cell_index: started.append(cell_index),
+            on_cell_start=lambda cell, cell_index: started.append((cell_index, time.monotonic())),
             on_cell_executed=record,
         )
         client.timeout_func = cell_timeout
         client.kernel_manager_class = LimitedKernelManager
-        try:
-            client.execute(env=_sandbox_env(home, limits), stderr=subprocess.DEVNULL)
-        except CellTimeoutError:
-            where = graded.describe_cell(started[-1])
+        error, killed = _execute_watched(client, _sandbox_env(home, limits), limit_at, limits.kill_grace)
+        if killed:
+            late = round(time.monotonic() - limit_at())
+            note = f"{where()} stopped responding; the grader killed its kernel {late} s past its limit; later cells did not run"
+        elif isinstance(error, CellTimeoutError):
             if time.monotonic() >= deadline - 1:
-                note = f"the submission ran past its time limit of {limits.time_limit} s in {where}"
+                note = f"the submission ran past its time limit of {limits.time_limit} s in {where()}"
             else:
-                note = f"{where} timed out after {limits.cell_timeout} s; later cells did not run"
-        except DeadKernelError:
-            note = f"the kernel died in {graded.describe_cell(started[-1])}; later cells did not run"
+                note = f"{where()} timed out after {limits.cell_timeout} s; later cells did not run"
+        elif isinstance(error, DeadKernelError):
+            note = f"the kernel died in {where()}; later cells did not run"
+        elif error is not None:
+            raise error
     for index, cell in enumerate(nb.cells):
         if any(marker in _error_of(cell) for marker in OUT_OF_MEMORY):
             gigabytes = limits.memory_limit / 2**30
