@@ -2,7 +2,7 @@
 
 Modules are named after the book's concepts and depend on each other one way,
 each importing only from the groups before its own (:data:`LAYERS`):
-``runtime, metrics, models -> store, data -> training -> transfer, multitask, meta
+``runtime, metrics, models, distributed -> store, data -> training -> transfer, multitask, meta
 -> few_shot, meta_transfer, fusions, m3tl, comparison``. ``viz``, ``widgets``,
 ``grading`` and ``robustness`` sit at the edge (:data:`EDGE`): they may import the
 core, the core never imports them. ``store`` holds the trained-model store
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 REPOSITORY = "https://github.com/mtl-course/mtl_course"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("runtime", "metrics", "models"),
+    ("runtime", "metrics", "models", "distributed"),
     ("store", "data"),
     ("training",),
     ("transfer", "multitask", "meta"),
