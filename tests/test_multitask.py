@@ -18,6 +18,7 @@ from torch import nn
 
 from mtl_course.data import LabelledSet
 from mtl_course.multitask import (
+    FAMO,
     CrossStitch,
     GradNorm,
     HardSharing,
@@ -31,6 +32,8 @@ from mtl_course.multitask import (
     delta_p,
     dwa_weights,
     evaluate_multitask,
+    famo_logit_gradient,
+    famo_weights,
     fit_multitask,
     fit_single_task,
     frank_wolfe_min_norm,
@@ -359,6 +362,65 @@ def test_gradnorm_weight_gradient_matches_autograd():
     gn = GradNorm(3)
     gn.update(losses, norms)
     assert gn.weights.sum().item() == pytest.approx(3.0)
+
+
+def famo_losses(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Two positive losses of a 3-vector, the second ``scale`` times larger."""
+    return torch.stack([(x - 1).pow(2).sum() + 0.1, scale * ((x + 2).pow(2).sum() + 0.3)])
+
+
+def test_famo_weights_give_the_gradient_of_the_papers_objective():
+    """sum_i w_i L_i has the gradient of T sum_i z_i log L_i / c, c = sum_i z_i / L_i (Liu et al., Eq. 5)."""
+    x = torch.tensor([0.3, -0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    logits = torch.tensor([0.4, -0.7], dtype=torch.float64)
+    losses = famo_losses(x)
+    z = torch.softmax(logits, 0)
+    c = (z / losses).sum().detach()
+    (papers,) = torch.autograd.grad(2 * (z * losses.log()).sum() / c, x, retain_graph=True)
+    (ours,) = torch.autograd.grad((famo_weights(logits, losses) * losses).sum(), x)
+    assert torch.allclose(ours, papers, atol=1e-12)
+    assert famo_weights(logits, losses).sum().item() == pytest.approx(2.0)
+
+
+def test_famo_direction_ignores_the_scale_of_a_loss():
+    """Through log L_i, scaling one loss changes only the step's length (the normaliser c), not its direction."""
+    x = torch.tensor([0.3, -0.5, 1.2], dtype=torch.float64, requires_grad=True)
+    logits = torch.tensor([0.2, 0.1], dtype=torch.float64)
+    grads = []
+    for scale in (1.0, 100.0):
+        losses = famo_losses(x, scale)
+        grads.append(torch.autograd.grad((famo_weights(logits, losses) * losses).sum(), x)[0])
+    assert torch.allclose(grads[0] / grads[0].norm(), grads[1] / grads[1].norm(), atol=1e-10)
+
+
+def test_famo_logit_gradient_is_the_softmax_vector_jacobian_product():
+    logits = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64, requires_grad=True)
+    before = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    after = torch.tensor([1.0, 0.9, 0.45], dtype=torch.float64)
+    delta = before.log() - after.log()
+    (expected,) = torch.autograd.grad(torch.softmax(logits, 0), logits, grad_outputs=delta)
+    assert torch.allclose(famo_logit_gradient(logits, before, after), expected, atol=1e-12)
+
+
+def test_famo_moves_weight_to_the_task_whose_loss_fell_least():
+    famo = FAMO(2)
+    losses = torch.tensor([1.0, 1.0])
+    assert torch.allclose(famo.weights(losses), torch.ones(2))
+    for _ in range(5):
+        famo.update(losses, torch.tensor([0.5, 0.99]))  # task 0 improves fast, task 1 barely
+    w = famo.weights(losses)
+    assert w[1] > 1.05 > 0.95 > w[0] and w.sum().item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="num_tasks"):
+        FAMO(0)
+
+
+def test_weighting_docstring_examples_run():
+    import doctest
+
+    from mtl_course.multitask import weighting
+
+    result = doctest.testmod(weighting)
+    assert result.attempted >= 1 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------

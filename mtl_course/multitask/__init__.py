@@ -3,8 +3,8 @@
 * :mod:`.architectures` — hard sharing (:class:`HardSharing`), soft sharing
   (:class:`SoftSharing`), cross-stitch networks (:class:`CrossStitch`), task heads;
 * :mod:`.weighting` — equal, uncertainty (Kendall et al., 2018), DWA (Liu et al., 2019),
-  GradNorm (Chen et al., 2018);
-* :mod:`.gradients` — PCGrad, MGDA, CAGrad on the task-gradient matrix ``G``,
+  GradNorm (Chen et al., 2018), FAMO (Liu et al., 2023);
+* :mod:`.gradients` — PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL, Aligned-MTL, UPGrad, RLW on the task-gradient matrix ``G``,
   gradient cosine similarity, ``G`` from a model's losses and back;
 * :mod:`.train` — the one multi-task training loop, single-task baselines, Δp;
 * :mod:`.data` — heterogeneous multi-task sets built from Glyphs, a two-glyph
@@ -54,10 +54,13 @@ from .train import (
     fit_single_task,
 )
 from .weighting import (
+    FAMO,
     GradNorm,
     UncertaintyWeighting,
     dwa_weights,
     equal_weights,
+    famo_logit_gradient,
+    famo_weights,
     gradnorm_weight_gradient,
     uncertainty_weighted_loss,
 )
@@ -65,6 +68,7 @@ from .weighting import (
 __all__ = [
     "aggregate", "aligned_mtl", "aligned_mtl_weights", "cagrad", "cagrad_two_task_weight", "cagrad_weights",
     "CrossStitch", "CrossStitchUnit", "delta_p", "dwa_weights", "equal_weights", "evaluate_multitask",
+    "FAMO", "famo_logit_gradient", "famo_weights",
     "fit_multitask", "fit_single_task", "frank_wolfe_min_norm", "glyph_alphabet_tasks", "glyph_overlay",
     "glyph_tasks", "gradient_cosine", "GRADIENT_METHODS", "GradNorm", "gradnorm_weight_gradient",
     "gram_matrix", "HardSharing", "imtl_g", "imtl_g_weights", "lenet_trunk", "make_head", "mean_gradient",

@@ -27,9 +27,9 @@ from .. import runtime, training
 from .data import MultiTaskSet
 from .gradients import (aligned_mtl, cagrad, gradient_cosine, imtl_g, mgda, nash_mtl, pcgrad, rlw,
                         task_gradient_matrix, upgrad, write_gradient)
-from .weighting import GradNorm, UncertaintyWeighting, dwa_weights, equal_weights
+from .weighting import FAMO, GradNorm, UncertaintyWeighting, dwa_weights, equal_weights
 
-WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm")
+WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "famo")
 GRADIENT_METHODS = ("pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "rlw")
 METHODS = WEIGHTINGS + GRADIENT_METHODS
 
@@ -170,6 +170,9 @@ def fit_multitask(
     * ``"dwa"``: descends ``sum_i w_i L_i`` with Dynamic Weight Average weights
       (``temperature``), recomputed each epoch from the epoch-average losses;
     * ``"gradnorm"``: descends ``sum_i w_i L_i`` and moves ``w`` by GradNorm (``alpha``);
+    * ``"famo"``: descends ``sum_i w_i L_i`` with FAMO's weights, whose logits
+      move after each step by how much each task's log-loss fell on the batch
+      (:class:`~mtl_course.multitask.weighting.FAMO`; one more forward pass a step);
     * ``"pcgrad"``, ``"mgda"``, ``"cagrad"`` (``c``), ``"imtl_g"``,
       ``"nash_mtl"``, ``"aligned_mtl"``, ``"upgrad"``, ``"rlw"``: builds the
       task-gradient matrix ``G`` of the shared parameters, writes ``T`` times
@@ -196,6 +199,7 @@ def fit_multitask(
     uncertainty = UncertaintyWeighting(T).to(device) if method == "uncertainty" else None
     gradnorm = GradNorm(T, alpha=alpha) if method == "gradnorm" else None
     gradnorm_W = _last_shared_weight(shared) if gradnorm else []
+    famo = FAMO(T) if method == "famo" else None
     optimizer = torch.optim.Adam(params + (list(uncertainty.parameters()) if uncertainty else []), lr=lr, foreach=True)
     order = runtime.generator(seed)  # PCGrad's random task orders
     combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda,
@@ -225,11 +229,19 @@ def fit_multitask(
                 if method == "gradnorm":
                     norms = torch.stack([torch.autograd.grad(loss, gradnorm_W, retain_graph=True)[0].norm() for loss in losses])
                     weights = gradnorm.weights.detach().to(device)
+                if famo is not None:
+                    weights = famo.weights(losses)
                 total = uncertainty(losses) if uncertainty is not None else (weights * losses).sum()
                 (total if penalty is None else total + penalty).backward()
                 if gradnorm is not None:
                     gradnorm.update(losses, norms)
             optimizer.step()
+            if famo is not None:
+                with torch.no_grad():
+                    outputs = model(X)
+                    after = torch.stack([spec.loss(outputs[n], train.targets[n][idx].to(device))
+                                         for n, spec in zip(names, specs)])
+                famo.update(losses, after)
             n = len(X)
             sums += losses.detach().cpu() * n
             count += n

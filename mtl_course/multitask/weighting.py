@@ -1,4 +1,4 @@
-"""Loss weighting: equal weights, uncertainty weighting, Dynamic Weight Average and GradNorm.
+"""Loss weighting: equal weights, uncertainty weighting, Dynamic Weight Average, GradNorm and FAMO.
 
 A weighting turns the per-task losses ``L_1 .. L_T`` into the one scalar that
 is differentiated, ``L = sum_i w_i L_i`` (plus, for uncertainty weighting, a
@@ -157,3 +157,66 @@ class GradNorm:
             self.weights.clamp_(min=1e-3)
             self.weights.mul_(len(self.weights) / self.weights.sum())
 
+
+
+def famo_weights(logits: torch.Tensor, losses: torch.Tensor, min_losses: torch.Tensor | None = None,
+                 eps: float = 1e-8) -> torch.Tensor:
+    """FAMO's loss weights (Liu et al., 2023, Eq. 5), on the scale of the plain sum.
+
+    FAMO descends ``sum_i z_i log(L_i - L_i*)`` with ``z = softmax(logits)``,
+    rescaled by ``c = sum_i z_i / (L_i - L_i*)``; its gradient is that of
+    ``sum_i w_i L_i`` with ``w_i = T (z_i / (L_i - L_i*)) / sum_j (z_j / (L_j - L_j*))``.
+    Through the logarithm, multiplying one task's loss by a constant leaves the
+    step's direction unchanged (only ``c``, its length, moves). ``min_losses`` are the ``L_i*`` (default 0, right for
+    cross-entropy and squared error).
+
+    >>> famo_weights(torch.zeros(2), torch.tensor([1.0, 3.0]))
+    tensor([1.5000, 0.5000])
+    """
+    losses = _as_losses(losses).detach()
+    if logits.shape != losses.shape:
+        raise ValueError(f"need one logit per task ({losses.numel()}), got shape {tuple(logits.shape)}")
+    floor = torch.zeros_like(losses) if min_losses is None else min_losses.to(losses)
+    ratio = torch.softmax(logits.detach().to(losses), dim=0) / (losses - floor + eps)
+    return len(losses) * ratio / ratio.sum()
+
+
+def famo_logit_gradient(logits: torch.Tensor, losses_before: torch.Tensor, losses_after: torch.Tensor,
+                        min_losses: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """The gradient FAMO's logits descend (Liu et al., 2023, Eq. 7): ``J_z(logits)^T delta``.
+
+    ``delta_i = log(L_i - L_i*)`` before the step minus after it (how much each
+    task's log-loss fell), and ``J_z = diag(z) - z z^T`` is the Jacobian of the
+    softmax. Descending it raises the weight of the tasks whose loss fell least.
+    """
+    floor = torch.zeros_like(losses_before) if min_losses is None else min_losses.to(losses_before)
+    delta = torch.log(losses_before - floor + eps) - torch.log(losses_after - floor + eps)
+    z = torch.softmax(logits.detach(), dim=0)
+    return z * (delta - (z * delta).sum())
+
+
+class FAMO:
+    """Fast Adaptive Multitask Optimization (Liu et al., 2023): balanced loss decrease at O(1) cost per task.
+
+    Call :meth:`weights` with a step's task losses to get the weights of
+    ``sum_i w_i L_i`` (:func:`famo_weights`); after the network's step, call
+    :meth:`update` with the losses of the same batch before and after it. The
+    logits then take one Adam step (learning rate ``lr``, the paper's beta, and
+    weight decay ``gamma``) on :func:`famo_logit_gradient`.
+    """
+
+    def __init__(self, num_tasks: int, lr: float = 0.025, gamma: float = 0.01) -> None:
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        if lr <= 0 or gamma < 0:
+            raise ValueError(f"need lr > 0 and gamma >= 0, got lr={lr}, gamma={gamma}")
+        self.logits = torch.zeros(num_tasks, requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.logits], lr=lr, weight_decay=gamma)
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        return famo_weights(self.logits, losses.detach().cpu().float()).to(losses.device)
+
+    def update(self, losses_before: torch.Tensor, losses_after: torch.Tensor) -> None:
+        before, after = losses_before.detach().cpu().float(), losses_after.detach().cpu().float()
+        self.logits.grad = famo_logit_gradient(self.logits, before, after)
+        self.optimizer.step()
