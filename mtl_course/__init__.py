@@ -3,7 +3,8 @@
 Modules are named after the book's concepts and depend on each other one way,
 each importing only from the groups before its own (:data:`LAYERS`):
 ``runtime, metrics, models, distributed -> store, data -> training -> transfer, multitask, meta
--> few_shot, meta_transfer, fusions, m3tl, comparison``. ``viz``, ``widgets``,
+-> few_shot, meta_transfer, finetuning_theory, fusions, m3tl,
+comparison``. ``viz``, ``widgets``,
 ``grading`` and ``robustness`` sit at the edge (:data:`EDGE`): they may import the
 core, the core never imports them. ``store`` holds the trained-model store
 (``mtl_course/trained``) that chapters load instead of training.
@@ -18,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store", "data"),
     ("training",),
     ("transfer", "multitask", "meta"),
-    ("few_shot", "meta_transfer", "fusions", "m3tl", "comparison"),
+    ("few_shot", "meta_transfer", "finetuning_theory", "fusions", "m3tl", "comparison"),
 )
 """The package's modules in dependency order: a module imports only from earlier groups."""
 EDGE = ("viz", "widgets", "grading", "robustness")

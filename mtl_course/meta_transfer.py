@@ -1,4 +1,4 @@
-"""Meta-transfer learning (Sun et al., 2019) and fine-tuning vs frozen representations (Chua et al., 2021).
+"""Meta-transfer learning (Sun et al., 2019), the method of Chapter 5.
 
 **Chapter 5 -- meta-transfer learning (MTL).** A deep backbone is first trained
 on all meta-training classes as one ordinary classification problem (phase 1,
@@ -24,105 +24,29 @@ output channel.
 The **hard-task (HT) meta-batch** is reconstructed here, because the authors'
 code never shipped it; see :func:`failure_classes`, :func:`hard_task_batch` and
 :func:`meta_transfer_train` for exactly what we do.
-
-**Chapter 6 -- fine-tuning vs frozen representations.** A linear model of
-Chua, Lei and Lee (2021): every task ``t`` uses its own slightly perturbed
-representation ``B + Δ_t`` (``‖Δ_t‖_F = δ``) and a linear head ``w_t``, so its
-regression vector is ``β_t = (B + Δ_t) w_t``. :func:`learn_representation`
-estimates the shared subspace from source tasks; on a target task
-:func:`fit_alone` ignores it, :func:`fit_frozen` keeps it frozen and fits only
-the head, :func:`fit_finetuned` starts from it and lets the representation
-move (a penalty on how far it moves). All three are closed forms.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from . import meta, runtime, store, training
 from .data import Episode, EpisodeSampler, LabelledSet, split_examples
-from .models import functional_forward, make_norm
+from .models import ResNet12, functional_forward
 from .transfer import extract_features
 
 SS_MODES = ("channel", "pair")
 """Granularity of the SS scale: per output channel (paper) or per (output, input) channel pair (code)."""
 BACKBONE_MODES = ("ss", "ss-pair", "fine-tune", "frozen")
 """How :func:`mtl_model` treats the pre-trained backbone during meta-training."""
-
-# --------------------------------------------------------------------------------------
-# A small ResNet-12
-# --------------------------------------------------------------------------------------
-
-
-class ResBlock(nn.Module):
-    """One ResNet-12 block: three 3×3 convolutions with a 1×1 shortcut, then 2×2 max-pooling."""
-
-    def __init__(self, in_channels: int, out_channels: int, norm: str = "group") -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.norm1 = make_norm(norm, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = make_norm(norm, out_channels)
-        self.conv3 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.norm3 = make_norm(norm, out_channels)
-        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                      make_norm(norm, out_channels))
-        self.act = nn.LeakyReLU(0.1)
-        self.pool = nn.MaxPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.norm1(self.conv1(x)))
-        out = self.act(self.norm2(self.conv2(out)))
-        out = self.norm3(self.conv3(out))
-        return self.pool(self.act(out + self.shortcut(x)))
-
-
-class ResNet12(nn.Module):
-    """The ResNet-12 of few-shot learning (four residual blocks), narrow enough for a CPU if asked.
-
-    ``channels=(64, 160, 320, 640)`` is the backbone of Sun et al. (2019); the
-    course's quick profile uses ``(16, 32, 64, 128)`` on 28×28 glyphs. Blocks are
-    ``block1 .. block4``; features are globally average-pooled, so
-    ``feature_dim = channels[-1]`` for any image size ≥ 16. ``out_features`` adds a
-    linear ``head``; ``None`` makes it a feature extractor.
-    """
-
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (64, 160, 320, 640),
-                 out_features: int | None = None, norm: str = "group") -> None:
-        super().__init__()
-        channels = [int(c) for c in channels]
-        if len(channels) != 4 or min(channels) < 1:
-            raise ValueError(f"ResNet12 needs four positive channel widths, got {channels}")
-        widths = [in_channels, *channels]
-        for i in range(4):
-            self.add_module(f"block{i + 1}", ResBlock(widths[i], widths[i + 1], norm))
-        self.in_channels, self.feature_dim = in_channels, channels[-1]
-        self.head = nn.Linear(self.feature_dim, out_features) if out_features else nn.Identity()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"ResNet12 expects images of shape (batch, {self.in_channels}, H, W), "
-                             f"got {tuple(x.shape)}")
-        if min(x.shape[-2:]) < 16:
-            raise ValueError("ResNet12 pools four times by 2: images must be at least 16×16, "
-                             f"got {tuple(x.shape[-2:])}")
-        for i in range(4):
-            x = getattr(self, f"block{i + 1}")(x)
-        return x.mean(dim=(-2, -1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
 
 # --------------------------------------------------------------------------------------
 # Scaling and shifting (Sun et al., 2019, Eq. 7)
@@ -338,9 +262,8 @@ def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: Pretr
         except (OSError, RuntimeError, EOFError):
             pass  # unreadable: train again
     model = pretrain_backbone(data, classes, config, device)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, temporary)
-    os.replace(temporary, path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    runtime.write_atomically(path, lambda file: torch.save(state, file))
     return model
 
 
@@ -554,145 +477,3 @@ def meta_test(model: nn.Module, data: LabelledSet, classes: Sequence[int], *, nu
     episodes = EpisodeSampler(features, None, n_way, k_shot, q_queries, seed=seed).batch(num_episodes)
     head = copy.deepcopy(model.head).requires_grad_(True)
     return meta.evaluate_episodes(head, episodes, method="maml", inner_lr=inner_lr, inner_steps=inner_steps)
-
-
-# --------------------------------------------------------------------------------------
-# Chapter 6: fine-tuning vs frozen representations (linear, closed forms)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class LinearTask:
-    """One regression task ``y = x^T β + ε`` with ``β = (B + Δ) w`` (its representation is ``B + Δ``)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    beta: np.ndarray
-
-
-def perturbed_task(B: np.ndarray, delta: float, n: int, noise: float, rng: np.random.Generator) -> LinearTask:
-    """A task whose representation is ``B + Δ`` with a random direction ``Δ`` of Frobenius norm ``delta``.
-
-    ``x ~ N(0, I_d)``, head ``w ~ N(0, I_k)``, targets ``y = x^T (B + Δ) w + N(0, noise²)``.
-    """
-    if delta < 0 or noise < 0 or n < 1:
-        raise ValueError("delta and noise must be >= 0 and n >= 1")
-    d, k = B.shape
-    D = rng.standard_normal((d, k))
-    D *= delta / np.linalg.norm(D)
-    beta = (B + D) @ rng.standard_normal(k)
-    X = rng.standard_normal((n, d))
-    return LinearTask(X, X @ beta + noise * rng.standard_normal(n), beta)
-
-
-def learn_representation(tasks: Sequence[LinearTask], k: int) -> np.ndarray:
-    """The shared representation from source tasks: top-``k`` left singular vectors of their least-squares ``β̂_t``.
-
-    Returns an orthonormal ``(d, k)`` basis ``B̂``.
-    """
-    betas = np.stack([np.linalg.lstsq(t.X, t.y, rcond=None)[0] for t in tasks], axis=1)
-    if k > min(betas.shape):
-        raise ValueError(f"cannot extract a {k}-dimensional representation from {betas.shape[1]} tasks "
-                         f"in {betas.shape[0]} dimensions; use more source tasks or a smaller k")
-    return np.linalg.svd(betas, full_matrices=False)[0][:, :k]
-
-
-def _generalised_ridge(X: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> np.ndarray:
-    return np.linalg.solve(X.T @ X + penalty, X.T @ y)
-
-
-def _loo_error(X: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> float:
-    """Leave-one-out squared error of a generalised ridge fit, in closed form."""
-    A = np.linalg.solve(X.T @ X + penalty, X.T)
-    H = X @ A
-    residuals = (y - H @ y) / (1.0 - np.clip(np.diag(H), None, 1 - 1e-9))
-    return float(np.mean(residuals ** 2))
-
-
-LAMBDAS = tuple(10.0 ** np.arange(-1, 4.5, 0.5))
-"""Penalty grid searched by leave-one-out cross-validation on the target's own examples."""
-
-
-def _select(X: np.ndarray, y: np.ndarray, shape: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    errors = [_loo_error(X, y, lam * shape + floor) for lam in LAMBDAS]
-    return _generalised_ridge(X, y, LAMBDAS[int(np.argmin(errors))] * shape + floor)
-
-
-def fit_alone(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Learn the target alone: ridge regression in all ``d`` dimensions, ``λ`` by leave-one-out CV."""
-    d = X.shape[1]
-    return _select(X, y, np.eye(d), np.zeros((d, d)))
-
-
-def fit_frozen(X: np.ndarray, y: np.ndarray, B: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
-    """Frozen representation: fit only the head ``w`` on features ``X B``; returns ``β = B ŵ``."""
-    Z = X @ B
-    w = np.linalg.solve(Z.T @ Z + ridge * np.eye(B.shape[1]), Z.T @ y)
-    return B @ w
-
-
-def fit_finetuned(X: np.ndarray, y: np.ndarray, B: np.ndarray, lam: float | None = None) -> np.ndarray:
-    """Fine-tune the representation: ``β = B w + v`` with penalty ``λ ‖v‖²``, ``v`` the change the representation makes.
-
-    Moving the representation from ``B`` to ``B + Δ`` changes the regression
-    vector by ``v = Δ w``; the smallest ``‖Δ‖_F`` that does so is ``‖v‖/‖w‖``, so
-    penalising how far fine-tuning moves the representation is a ridge penalty
-    on the part of ``β`` outside ``span(B)``: ``β̂ = (XᵀX + λ P_⊥)⁻¹ Xᵀy`` with
-    ``P_⊥ = I − B Bᵀ`` (``B`` orthonormal). ``λ → ∞`` gives :func:`fit_frozen`,
-    ``λ → 0`` least squares. ``lam=None`` picks ``λ`` by leave-one-out CV.
-    """
-    d = X.shape[1]
-    P = np.eye(d) - B @ B.T
-    floor = 1e-6 * np.eye(d)
-    if lam is None:
-        return _select(X, y, P, floor)
-    return _generalised_ridge(X, y, lam * P + floor)
-
-
-def excess_risk(beta_hat: np.ndarray, beta: np.ndarray) -> float:
-    """Excess test error ``E[(xᵀβ̂ − xᵀβ)²] = ‖β̂ − β‖²`` for ``x ~ N(0, I)``."""
-    return float(np.sum((beta_hat - beta) ** 2))
-
-
-def compare_representations(deltas: Sequence[float], ns: Sequence[int], *, d: int = 40, k: int = 4,
-                            num_source: int = 100, n_source: int = 200, num_target: int = 30,
-                            noise: float = 0.5, seed: int = 0) -> list[dict]:
-    """Excess risk of alone / frozen / fine-tuned on target tasks, for each ``δ`` and target size ``n``.
-
-    For each ``δ``: draw a shared orthonormal ``B`` (``d×k``), ``num_source`` source
-    tasks of ``n_source`` examples each, learn ``B̂`` (:func:`learn_representation`),
-    then ``num_target`` target tasks per ``n``. Returns one row per (δ, n, method)
-    with the mean excess risk.
-    """
-    with threadpool_limits(1):  # tiny matrices: BLAS threads only add overhead
-        return _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed)
-
-
-def _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed) -> list[dict]:
-    rng = runtime.rng(seed)
-    rows = []
-    for delta in deltas:
-        B = np.linalg.qr(rng.standard_normal((d, k)))[0]
-        sources = [perturbed_task(B, delta, n_source, noise, rng) for _ in range(num_source)]
-        B_hat = learn_representation(sources, k)
-        for n in ns:
-            risks: dict[str, list[float]] = {"alone": [], "frozen": [], "fine-tuned": []}
-            for _ in range(num_target):
-                t = perturbed_task(B, delta, n, noise, rng)
-                risks["alone"].append(excess_risk(fit_alone(t.X, t.y), t.beta))
-                risks["frozen"].append(excess_risk(fit_frozen(t.X, t.y, B_hat), t.beta))
-                risks["fine-tuned"].append(excess_risk(fit_finetuned(t.X, t.y, B_hat), t.beta))
-            rows += [{"delta": float(delta), "n": int(n), "method": m, "risk": float(np.mean(v))}
-                     for m, v in risks.items()]
-    return rows
-
-
-def plot_representation_comparison(ax, rows: Sequence[dict], delta: float):
-    """One panel of Chapter 6's figure: excess risk against target size ``n`` for each method, at one ``δ``."""
-    for method, style in (("alone", "o-"), ("frozen", "s-"), ("fine-tuned", "^-")):
-        points = sorted((r["n"], r["risk"]) for r in rows if r["method"] == method and r["delta"] == delta)
-        ax.plot(*zip(*points), style, label=method)
-    ax.set(xscale="log", yscale="log", xlabel="target examples n", ylabel="excess risk ‖β̂ − β‖²",
-           title=f"δ = {delta}")
-    ax.legend()
-    return ax

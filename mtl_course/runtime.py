@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import random
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -199,6 +200,28 @@ def data_dir(*parts: str) -> Path:
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "mtl_course"
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through a temporary file in its folder and ``os.replace``: readers never see half a file.
+
+    ``write(file)`` writes the content to the open binary file, e.g.
+    ``lambda f: torch.save(state, f)``. The file is readable by everyone (a cache
+    may be shared); on any error the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
 
 

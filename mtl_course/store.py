@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,21 +144,8 @@ def read_manifest(folder: Path = STORE_DIR) -> dict[str, dict]:
 def write_manifest(entries: Mapping[str, dict], folder: Path = STORE_DIR) -> Path:
     path = folder / MANIFEST_NAME
     text = json.dumps({"models": [entries[name] for name in sorted(entries)]}, indent=1) + "\n"
-    _write_atomically(path, text.encode())
+    runtime.write_atomically(path, lambda file: file.write(text.encode()))
     return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def sha256(path: Path) -> str:
@@ -218,7 +203,7 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     weights = folder / f"{name}.pt"
     buffer = _serialise(state)
-    _write_atomically(weights, buffer)
+    runtime.write_atomically(weights, lambda file: file.write(buffer))
     entry = {
         "name": name, "chapter": r.chapter, "description": r.description, "recipe": r.recipe,
         "config": _plain(dict(r.config)), "seed": r.seed, "code_version": r.code_version,

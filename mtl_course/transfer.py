@@ -11,7 +11,7 @@ The functions below are the practical variants of that update, for any
 backbone whose body is cut into **blocks** (``block1 .. block4`` of
 :class:`~mtl_course.models.Conv4`, the layers of an
 :class:`~mtl_course.models.MLP` body, the stages of a ResNet wrapped by
-:func:`resnet18_backbone`) followed by a ``head``:
+:func:`mtl_course.models.resnet18_backbone`) followed by a ``head``:
 
 * :func:`linear_probe` -- feature extraction: frozen body, new head;
 * :func:`fine_tune` -- full fine-tuning, optionally with layer-wise
@@ -33,20 +33,18 @@ explorer of Chapter 2 live in :mod:`mtl_course.viz` and :mod:`mtl_course.widgets
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import models, runtime, store, training
+from .models import BlockBackbone, resnet18_backbone
 from .data import LabelledSet
 
 HEAD = "head"
@@ -497,17 +495,6 @@ def source_model_path(config: SourceConfig, train: LabelledSet, device: torch.de
     return runtime.data_dir("models") / f"{config.file_stem()}-data{_fingerprint(train)}-{runtime.compute_tag(device)}.pt"
 
 
-def _save_atomically(obj: dict, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _load_checkpoint(path: Path) -> dict | None:
     """The cached checkpoint, or ``None`` if it is missing or unreadable (it is then trained again)."""
     if not path.is_file():
@@ -614,94 +601,15 @@ def source_model(config: SourceConfig = SourceConfig(), data: LabelledSet | None
     model, val_accuracy, _ = pretrain_source_model(train, val, config, device)
     seconds = time.perf_counter() - started
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomically({"state_dict": state, "classes": classes, "val_accuracy": val_accuracy,
-                      "train_seconds": seconds, "config": asdict(config)}, path)
+    checkpoint = {"state_dict": state, "classes": classes, "val_accuracy": val_accuracy,
+                  "train_seconds": seconds, "config": asdict(config)}
+    runtime.write_atomically(path, lambda file: torch.save(checkpoint, file))
     return SourceModel(model, classes, val_accuracy, seconds, path, from_cache=False)
 
 
 # ---------------------------------------------------------------------------
-# ImageNet-pretrained ResNet-18 in the same block/head shape (full profile, needs internet)
+# LP-FT of the ImageNet-pretrained ResNet-18 (full profile, needs internet)
 # ---------------------------------------------------------------------------
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ImageNetInput(nn.Module):
-    """Turn ``(n, c, h, w)`` images in ``[0, 1]`` into what an ImageNet network expects.
-
-    Grey images are repeated to three channels, resized to ``size`` x ``size`` and
-    normalised with the ImageNet channel statistics. No parameters.
-    """
-
-    def __init__(self, size: int = 112) -> None:
-        super().__init__()
-        self.size = size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape (batch, 1 or 3, H, W), got {tuple(x.shape)}")
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
-
-
-class BlockBackbone(nn.Module):
-    """A backbone cut into ``block1 .. blockN`` and a linear ``head``, like Conv-4.
-
-    ``prep`` adapts the input (no parameters); features are the globally averaged
-    output of the last block.
-    """
-
-    def __init__(self, prep: nn.Module, blocks: Sequence[nn.Module], feature_dim: int, out_features: int) -> None:
-        super().__init__()
-        self.prep = prep
-        for i, block in enumerate(blocks):
-            self.add_module(f"block{i + 1}", block)
-        self.num_blocks = len(blocks)
-        self.feature_dim = feature_dim
-        self.head = nn.Linear(feature_dim, out_features)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prep(x)
-        for i in range(self.num_blocks):
-            x = getattr(self, f"block{i + 1}")(x)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pre-trained weights could not be downloaded (no internet): run that part where there is internet."""
-
-
-def resnet18_backbone(num_classes: int, pretrained: bool = True, image_size: int = 112) -> BlockBackbone:
-    """torchvision's ResNet-18 as a :class:`BlockBackbone`: four residual stages as blocks, a new head.
-
-    ``pretrained=True`` loads the ImageNet weights, which torchvision downloads
-    on first use (internet needed: run it in the ``full`` profile, e.g. on
-    Colab). ``block1`` holds the stem and the first stage. Every function of
-    this module then works on it unchanged.
-    """
-    try:
-        from torchvision.models import ResNet18_Weights, resnet18
-    except ImportError as error:  # pragma: no cover - torchvision ships with the course environment
-        raise ImportError("resnet18_backbone needs torchvision: pip install torchvision") from error
-    weights = ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
-    try:
-        net = resnet18(weights=weights)
-    except (OSError, RuntimeError) as error:
-        raise WeightsUnavailableError(
-            "could not download the ImageNet weights of ResNet-18 (no internet?). Run this part in the "
-            "'full' profile on a machine with internet, e.g. Colab, or pass pretrained=False."
-        ) from error
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-    return BlockBackbone(ImageNetInput(image_size), [stem, net.layer2, net.layer3, net.layer4],
-                         net.fc.in_features, num_classes)
 
 
 def resnet18_lp_ft(train, val, num_classes: int, *, pretrained: bool = True, image_size: int = 112,
@@ -714,7 +622,7 @@ def resnet18_lp_ft(train, val, num_classes: int, *, pretrained: bool = True, ima
     head and moved to ``device`` (default :func:`runtime.get_device`); the data
     stay where they are and :func:`training.fit` moves each batch. With
     ``pretrained=True`` the ImageNet weights are downloaded on first use and
-    :class:`WeightsUnavailableError` is raised where there is no internet;
+    :class:`mtl_course.models.WeightsUnavailableError` is raised where there is no internet;
     ``pretrained=False`` runs the same steps from random weights (for tests).
     Returns the tuned model and the histories of both phases.
     """
@@ -726,14 +634,11 @@ def resnet18_lp_ft(train, val, num_classes: int, *, pretrained: bool = True, ima
 
 
 __all__ = [
-    "BlockBackbone",
     "HEAD",
-    "ImageNetInput",
     "SourceConfig",
     "SourceModel",
     "Stage",
     "ULMFIT_FACTOR",
-    "WeightsUnavailableError",
     "align_features",
     "blocks_of",
     "discriminative_lrs",
@@ -750,7 +655,6 @@ __all__ = [
     "lp_ft",
     "pretrain_source_model",
     "reinit_head",
-    "resnet18_backbone",
     "resnet18_lp_ft",
     "source_classes",
     "source_model",

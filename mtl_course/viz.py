@@ -257,3 +257,14 @@ def plot_stored_training(entry: Mapping, ax=None):
     title = (f"{entry['name']}: {curve['steps']:,} steps in {entry['seconds']:.0f} s "
              f"on {machine['threads']} CPU thread(s)")
     return _finish_axes(ax, "optimizer step", "training loss", title)
+
+
+def plot_representation_comparison(ax, rows: Sequence[dict], delta: float):
+    """One panel of Chapter 6's figure: excess risk against target size ``n`` for each method, at one ``δ``."""
+    for method, style in (("alone", "o-"), ("frozen", "s-"), ("fine-tuned", "^-")):
+        points = sorted((r["n"], r["risk"]) for r in rows if r["method"] == method and r["delta"] == delta)
+        ax.plot(*zip(*points), style, label=method)
+    ax.set(xscale="log", yscale="log", xlabel="target examples n", ylabel="excess risk ‖β̂ − β‖²",
+           title=f"δ = {delta}")
+    ax.legend()
+    return ax

@@ -123,21 +123,21 @@ def toy_explorer(num_steps: int | None = None):
 def representation_explorer(ns=(10, 20, 40, 80, 160)):
     """Chapter 6: pick ``δ``, ``d`` and ``k``; see the risks of learning alone, frozen and fine-tuned.
 
-    Each redraw runs :func:`mtl_course.meta_transfer.compare_representations`
+    Each redraw runs :func:`mtl_course.finetuning_theory.compare_representations`
     and draws one panel with
-    :func:`mtl_course.meta_transfer.plot_representation_comparison`, the
+    :func:`mtl_course.viz.plot_representation_comparison`, the
     function behind the chapter's static figure. It draws when the reader
     presses its button.
     """
     widgets = _require_ipywidgets()
     import matplotlib.pyplot as plt
 
-    from . import meta_transfer
+    from . import finetuning_theory, viz
 
     def show(delta: float, d: int, k: int):
-        rows = meta_transfer.compare_representations([delta], [n for n in ns if n > k], d=d, k=k, num_target=20)
+        rows = finetuning_theory.compare_representations([delta], [n for n in ns if n > k], d=d, k=k, num_target=20)
         _, ax = plt.subplots(figsize=(6, 3.5))
-        meta_transfer.plot_representation_comparison(ax, rows, delta)
+        viz.plot_representation_comparison(ax, rows, delta)
         plt.show()
 
     return widgets.interact_manual(

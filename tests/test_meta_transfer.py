@@ -6,12 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_course import meta_transfer as mt
+from mtl_course import models
 from mtl_course.data import EpisodeSampler, LabelledSet
 
 
-def tiny_backbone(seed: int = 0) -> mt.ResNet12:
+def tiny_backbone(seed: int = 0) -> models.ResNet12:
     torch.manual_seed(seed)
-    return mt.ResNet12(1, (4, 4, 8, 8)).eval()
+    return models.ResNet12(1, (4, 4, 8, 8)).eval()
 
 
 def tiny_glyphs(num_classes: int = 12, per_class: int = 6, seed: int = 0) -> LabelledSet:
@@ -91,7 +92,7 @@ def test_wrap_freezes_everything_but_ss_and_leaves_the_original_alone():
 
 
 def test_parameter_counts_are_the_chapters_formulas():
-    backbone = mt.ResNet12(1, (16, 32, 64, 128))
+    backbone = models.ResNet12(1, (16, 32, 64, 128))
     widths = [1, 16, 32, 64, 128]
     ft = ch = pair = 0
     for cin, cout in zip(widths[:-1], widths[1:]):
@@ -200,51 +201,6 @@ def test_hard_tasks_draw_from_the_failure_classes():
         mt.hard_task_batch(data, [], list(range(12)), 1, 3, 1, 2, rng)
 
 
-# ----------------------------------------------------------------------------- chapter 6
-
-
-def test_finetuned_interpolates_between_frozen_and_least_squares():
-    rng = np.random.default_rng(0)
-    B = np.linalg.qr(rng.standard_normal((10, 3)))[0]
-    task = mt.perturbed_task(B, 0.5, 30, 0.1, rng)
-    frozen = mt.fit_frozen(task.X, task.y, B)
-    np.testing.assert_allclose(frozen, B @ B.T @ frozen, atol=1e-10)  # in span(B)
-    np.testing.assert_allclose(mt.fit_finetuned(task.X, task.y, B, lam=1e9), frozen, atol=1e-5)
-    least_squares = np.linalg.lstsq(task.X, task.y, rcond=None)[0]
-    np.testing.assert_allclose(mt.fit_finetuned(task.X, task.y, B, lam=1e-9), least_squares, atol=1e-4)
-
-
-def test_perturbed_task_has_the_asked_delta_and_loo_is_exact():
-    rng = np.random.default_rng(1)
-    B = np.linalg.qr(rng.standard_normal((8, 2)))[0]
-    task = mt.perturbed_task(B, 0.0, 50, 0.0, rng)
-    np.testing.assert_allclose(task.beta, B @ B.T @ task.beta, atol=1e-12)  # δ = 0: β in span(B)
-    np.testing.assert_allclose(task.X @ task.beta, task.y)
-    X, y, P = rng.standard_normal((12, 4)), rng.standard_normal(12), 0.7 * np.eye(4)
-    brute = []
-    for i in range(12):
-        keep = np.arange(12) != i
-        beta = np.linalg.solve(X[keep].T @ X[keep] + P, X[keep].T @ y[keep])
-        brute.append((y[i] - X[i] @ beta) ** 2)
-    assert mt._loo_error(X, y, P) == pytest.approx(np.mean(brute))
-
-
-def test_learned_representation_recovers_the_shared_subspace_when_delta_is_zero():
-    rng = np.random.default_rng(2)
-    B = np.linalg.qr(rng.standard_normal((12, 3)))[0]
-    tasks = [mt.perturbed_task(B, 0.0, 60, 0.1, rng) for _ in range(30)]
-    B_hat = mt.learn_representation(tasks, 3)
-    # principal angles: the projections agree
-    np.testing.assert_allclose(B_hat @ B_hat.T, B @ B.T, atol=0.05)
-
-
-def test_frozen_has_an_error_floor_that_finetuning_avoids():
-    rows = mt.compare_representations([1.0], [200], d=20, k=3, num_source=40, n_source=100, num_target=10)
-    risk = {r["method"]: r["risk"] for r in rows}
-    assert risk["frozen"] > 3 * risk["fine-tuned"]
-    assert risk["fine-tuned"] <= 1.2 * risk["alone"]
-
-
 def test_validation_starts_before_meta_training_and_restores_the_best_state():
     data = tiny_glyphs()
     model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
@@ -261,5 +217,5 @@ def test_validation_starts_before_meta_training_and_restores_the_best_state():
 
 
 def test_counts_quoted_in_chapter_5_for_the_papers_resnet12():
-    counts = mt.touched_parameters(mt.ResNet12(3, (64, 160, 320, 640)))
+    counts = mt.touched_parameters(models.ResNet12(3, (64, 160, 320, 640)))
     assert counts == {"fine-tuning": 12_414_848, "SS (channel)": 9_472, "SS (pair)": 1_620_992}

@@ -339,7 +339,7 @@ def test_source_config_validation():
 def test_resnet18_backbone_has_the_block_shape():
     pytest.importorskip("torchvision")
     runtime.seed_everything(0)
-    net = transfer.resnet18_backbone(5, pretrained=False, image_size=32)
+    net = models.resnet18_backbone(5, pretrained=False, image_size=32)
     assert transfer.layer_names(net) == CONV4_LAYERS and net.feature_dim == 512
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 5)
     before = _snapshot(net)
@@ -362,7 +362,7 @@ def test_resnet18_lp_ft_runs_both_phases_without_a_download(monkeypatch):
     model, probe, tune = transfer.resnet18_lp_ft(data, data, 3, pretrained=False, image_size=32, lp_epochs=2,
                                                  ft_epochs=1, batch_size=6, device="cpu")
     assert calls == [None], "pretrained=False must build the network with weights=None"
-    assert isinstance(model, transfer.BlockBackbone) and model.head.out_features == 3
+    assert isinstance(model, models.BlockBackbone) and model.head.out_features == 3
     assert len(probe.val_metric) == 2 and len(tune.val_metric) == 1, "a probing phase, then a fine-tuning phase"
     assert all(p.requires_grad for p in model.parameters()), "the fine-tuning phase trains every block"
     assert model(data.X[:2]).shape == (2, 3)
@@ -378,5 +378,5 @@ def test_resnet18_without_internet_says_what_to_do(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.models, "resnet18", offline)
-    with pytest.raises(transfer.WeightsUnavailableError, match="full"):
+    with pytest.raises(models.WeightsUnavailableError, match="full"):
         transfer.resnet18_lp_ft(_images(), _images(), 4, pretrained=True, device="cpu")

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from mtl_course import meta_transfer, widgets
+from mtl_course import finetuning_theory, viz, widgets
 from mtl_course.multitask import toy
 
 pytest.importorskip("ipywidgets")
@@ -25,8 +25,8 @@ def test_toy_explorer_draws_only_when_asked_and_with_plot_toy(monkeypatch):
 
 def test_representation_explorer_draws_only_when_asked(monkeypatch):
     calls = []
-    original = meta_transfer.plot_representation_comparison
-    monkeypatch.setattr(meta_transfer, "plot_representation_comparison",
+    original = viz.plot_representation_comparison
+    monkeypatch.setattr(viz, "plot_representation_comparison",
                         lambda ax, rows, delta: calls.append(delta) or original(ax, rows, delta))
     monkeypatch.setattr(plt, "show", lambda: None)
     explorer = widgets.representation_explorer(ns=(10, 20))
@@ -37,4 +37,4 @@ def test_representation_explorer_draws_only_when_asked(monkeypatch):
 
 
 def test_core_modules_do_not_import_the_explorers():
-    assert not hasattr(toy, "toy_explorer") and not hasattr(meta_transfer, "representation_explorer")
+    assert not hasattr(toy, "toy_explorer") and not hasattr(finetuning_theory, "representation_explorer")

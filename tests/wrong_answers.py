@@ -86,8 +86,8 @@ WRONG_ANSWERS: list[WrongAnswer] = [
     WrongAnswer(
         notebook="ex06_finetuning_vs_frozen.ipynb",
         mistake="target tasks drawn with check 6.1's noise 0.1 instead of 0.5",
-        old="t = meta_transfer.perturbed_task(B, delta, n, 0.5, rng)",
-        new="t = meta_transfer.perturbed_task(B, delta, n, 0.1, rng)",
+        old="t = finetuning_theory.perturbed_task(B, delta, n, 0.5, rng)",
+        new="t = finetuning_theory.perturbed_task(B, delta, n, 0.1, rng)",
         check="6.3 the frozen representation has an error floor, fine-tuning does not",
     ),
     WrongAnswer(

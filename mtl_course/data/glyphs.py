@@ -36,8 +36,6 @@ fraction of a second.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 import unicodedata
 import zipfile
@@ -444,19 +442,6 @@ def _cache_path(root: Path, seed: int, image_size: int, drawings: int,
     return root / f"{name}.npz"
 
 
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` through a temporary file and ``os.replace``, so readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a cache may be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     """The cached arrays, or ``None`` if the file is missing or unreadable (it is then rendered again)."""
     if not path.is_file():
@@ -490,7 +475,7 @@ def _glyph_arrays(
     arrays = _read_cache(path)
     if arrays is None:
         arrays = _render(alphabets, max_per_alphabet, int(seed), int(image_size), int(drawings))
-        _write_atomically(path, arrays)
+        runtime.write_atomically(path, lambda file: np.savez_compressed(file, **arrays))
     return arrays, path
 
 

@@ -69,7 +69,7 @@ class EncoderSpec:
                                  "pretrained=transfer.source_model().model))")
             if not callable(getattr(self.pretrained, "features", None)) or not hasattr(self.pretrained, "feature_dim"):
                 raise ValueError(f"the pretrained {type(self.pretrained).__name__} needs a `features` method and a "
-                                 "`feature_dim` (use models.Conv4, models.MLP or transfer.resnet18_backbone)")
+                                 "`feature_dim` (use models.Conv4, models.MLP or models.resnet18_backbone)")
         if self.arch not in ENCODER_ARCHS:
             raise ValueError(f"encoder arch must be one of {ENCODER_ARCHS}, got {self.arch!r}")
 
