@@ -27,6 +27,7 @@ def rlw_fixed_draws(G: torch.Tensor) -> torch.Tensor:
 
 
 METHODS = {"mean": gradients.mean_gradient, "pcgrad": pcgrad_fixed_order, "mgda": gradients.mgda,
+           "mgda_l2": gradients.mgda_l2,
            "cagrad": gradients.cagrad, "imtl_g": gradients.imtl_g, "nash_mtl": gradients.nash_mtl,
            "aligned_mtl": gradients.aligned_mtl, "upgrad": gradients.upgrad, "rlw": rlw_fixed_draws}
 ALL = {"agreement", "homogeneous", "permutation", "non-conflicting"}
@@ -37,6 +38,8 @@ PROPERTIES = {  # (method, number of tasks) -> the properties it has
     ("pcgrad", 3): ALL - {"non-conflicting", "permutation"},  # random order; projections can re-conflict
     ("mgda", 2): ALL,
     ("mgda", 3): ALL,
+    ("mgda_l2", 2): ALL - {"non-conflicting"},  # weights for unit gradients, applied to raw ones
+    ("mgda_l2", 3): ALL - {"non-conflicting"},
     ("cagrad", 2): ALL - {"non-conflicting"},  # c = 0.5: the ball around the mean can reach conflicts
     ("cagrad", 3): ALL - {"non-conflicting"},
     ("imtl_g", 2): ALL,  # with two tasks, equal projections on both unit gradients cannot be negative

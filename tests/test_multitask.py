@@ -364,6 +364,20 @@ def test_gradnorm_weight_gradient_matches_autograd():
     assert gn.weights.sum().item() == pytest.approx(3.0)
 
 
+def test_mgda_l2_weights_ignore_each_tasks_gradient_scale():
+    """Sener & Koltun's l2 normalisation: the weights depend only on the directions of the gradients."""
+    from mtl_course.multitask import mgda_l2_weights
+
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    scaled = G * torch.tensor([[100.0], [1.0], [0.01]], dtype=torch.float64)
+    w, w_scaled = mgda_l2_weights(gram_matrix(G)), mgda_l2_weights(gram_matrix(scaled))
+    assert torch.allclose(w, w_scaled, atol=1e-6) and w.sum().item() == pytest.approx(1.0)
+    # two unit vectors: the min-norm point of their segment is the midpoint
+    two = G[:2] * torch.tensor([[30.0], [0.1]], dtype=torch.float64)
+    assert torch.allclose(mgda_l2_weights(gram_matrix(two)), torch.full((2,), 0.5, dtype=torch.float64))
+
+
 def famo_losses(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Two positive losses of a 3-vector, the second ``scale`` times larger."""
     return torch.stack([(x - 1).pow(2).sum() + 0.1, scale * ((x + 2).pow(2).sum() + 0.3)])

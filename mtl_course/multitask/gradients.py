@@ -241,6 +241,21 @@ def mgda_weights(gram: Array, max_iter: int = 250) -> Array:
     return frank_wolfe_min_norm(gram, max_iter=max_iter)
 
 
+def mgda_l2_weights(gram: Array, max_iter: int = 250) -> Array:
+    """MGDA with l2-normalised gradients, as Sener & Koltun (2018) train it.
+
+    The min-norm weights are solved for the unit gradients ``g_i / ||g_i||``
+    (Gram matrix ``gram_ij / (||g_i|| ||g_j||)``) and applied to the raw ones, as
+    in the authors' code: a task with a small gradient no longer takes all the
+    weight. A zero gradient counts as a unit one (it then adds nothing).
+    """
+    _check_gram(gram)
+    xp = array_module(gram)
+    diagonal = xp.diagonal(gram, axis1=-2, axis2=-1) if xp is np else torch.diagonal(gram, dim1=-2, dim2=-1)
+    norms = _at_least(diagonal, 1e-30) ** 0.5
+    return mgda_weights(gram / (norms[..., :, None] * norms[..., None, :]), max_iter=max_iter)
+
+
 def cagrad_two_task_weight(g11: Array, g12: Array, g22: Array, c: float) -> Array:
     """CAGrad's dual weight ``x`` on ``g1`` for two tasks, in closed form.
 
@@ -508,6 +523,18 @@ def mgda(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
     (tensor([0.2000, 0.2000], dtype=torch.float64), tensor(0.2000, dtype=torch.float64))
     """
     return _direction(G, mgda_weights, max_iter=max_iter)
+
+
+def mgda_l2(G: torch.Tensor, max_iter: int = 250) -> torch.Tensor:
+    """MGDA on l2-normalised gradients (:func:`mgda_l2_weights`), the weights applied to the raw gradients.
+
+    >>> G = torch.tensor([[0.01, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> mgda(G)  # nearly all the weight on the small gradient
+    tensor([9.9990e-03, 9.9990e-05], dtype=torch.float64)
+    >>> mgda_l2(G)  # equal weights on the unit gradients
+    tensor([0.0050, 0.5000], dtype=torch.float64)
+    """
+    return _direction(G, mgda_l2_weights, max_iter=max_iter)
 
 
 def cagrad(G: torch.Tensor, c: float = 0.5) -> torch.Tensor:

@@ -25,12 +25,12 @@ from torch import nn
 
 from .. import runtime, training
 from .data import MultiTaskSet
-from .gradients import (aligned_mtl, cagrad, gradient_cosine, imtl_g, mgda, nash_mtl, pcgrad, rlw,
+from .gradients import (aligned_mtl, cagrad, gradient_cosine, imtl_g, mgda, mgda_l2, nash_mtl, pcgrad, rlw,
                         task_gradient_matrix, upgrad, write_gradient)
 from .weighting import FAMO, GradNorm, UncertaintyWeighting, dwa_weights, equal_weights
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "famo")
-GRADIENT_METHODS = ("pcgrad", "mgda", "cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "rlw")
+GRADIENT_METHODS = ("pcgrad", "mgda", "mgda_l2", "cagrad", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "rlw")
 METHODS = WEIGHTINGS + GRADIENT_METHODS
 
 
@@ -173,7 +173,7 @@ def fit_multitask(
     * ``"famo"``: descends ``sum_i w_i L_i`` with FAMO's weights, whose logits
       move after each step by how much each task's log-loss fell on the batch
       (:class:`~mtl_course.multitask.weighting.FAMO`; one more forward pass a step);
-    * ``"pcgrad"``, ``"mgda"``, ``"cagrad"`` (``c``), ``"imtl_g"``,
+    * ``"pcgrad"``, ``"mgda"``, ``"mgda_l2"``, ``"cagrad"`` (``c``), ``"imtl_g"``,
       ``"nash_mtl"``, ``"aligned_mtl"``, ``"upgrad"``, ``"rlw"``: builds the
       task-gradient matrix ``G`` of the shared parameters, writes ``T`` times
       the combined direction into their gradients (``T`` so that equal
@@ -202,7 +202,7 @@ def fit_multitask(
     famo = FAMO(T) if method == "famo" else None
     optimizer = torch.optim.Adam(params + (list(uncertainty.parameters()) if uncertainty else []), lr=lr, foreach=True)
     order = runtime.generator(seed)  # PCGrad's random task orders
-    combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda,
+    combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda, "mgda_l2": mgda_l2,
                "cagrad": lambda G: cagrad(G, c=c), "imtl_g": imtl_g, "nash_mtl": nash_mtl,
                "aligned_mtl": aligned_mtl, "upgrad": upgrad, "rlw": lambda G: rlw(G, generator=order)}.get(method)
     regularizer = getattr(model, "regularizer", None)
