@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -641,6 +641,7 @@ def meta_train(
     desc: str = "meta-training",
     step_lrs: Params | None = None,
     multi_step_loss: int = 0,
+    checkpoint: runtime.Checkpoint | None = None,
 ) -> MetaHistory:
     """Meta-train ``model`` with ``method`` for ``num_steps`` outer steps; the one loop for all methods.
 
@@ -660,6 +661,14 @@ def meta_train(
     restored like Meta-SGD's), and ``multi_step_loss=N``, the multi-step loss
     whose weights (:func:`multi_step_weights`) move from all inner steps to the
     last one over the first ``N`` outer steps (0: the last step only, as in MAML).
+
+    With ``checkpoint`` (a :class:`mtl_course.runtime.Checkpoint`) the loop saves
+    its state every few minutes, and a run started again with the same
+    checkpoint continues where the last one stopped: it restores the model,
+    rates, optimizer, history, best state and random generators, and calls
+    ``sample_batch()`` once for every step already done, so that a sampler with
+    its own generator draws the same next batches. The resumed run ends with the
+    same parameters as one that was never stopped.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -680,8 +689,34 @@ def meta_train(
         saved_rates = None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
         return copy.deepcopy(model.state_dict()), saved_rates
 
+    def restore(state) -> None:
+        model.load_state_dict(state[0])
+        if rates is not None:
+            with torch.no_grad():
+                for k, v in state[1].items():
+                    rates[k].copy_(v)
+
+    signature = {"method": method, "num_steps": num_steps, "inner_lr": inner_lr, "inner_steps": inner_steps}
+    done = 0
+    saved = checkpoint.load(signature) if checkpoint is not None else None
+    if saved is not None:
+        random_now = runtime.random_state()
+        for _ in range(saved["step"]):
+            sample_batch()  # the sampler's own generator moves on as in the stopped run
+        runtime.set_random_state(random_now)
+        restore((saved["model"], saved["rates"]))
+        optimizer.load_state_dict(saved["optimizer"])
+        history, best_state = MetaHistory(**saved["history"]), saved["best"]
+        best_score, done = saved["best_score"], saved["step"]
+
+    def save_checkpoint(step: int) -> None:
+        current = snapshot()
+        checkpoint.save({"step": step, "model": current[0], "rates": current[1],
+                         "optimizer": optimizer.state_dict(), "history": asdict(history),
+                         "best": best_state, "best_score": best_score}, signature)
+
     model.train()
-    for step in runtime.progress(range(1, num_steps + 1), desc=desc):
+    for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
         weights = multi_step_weights(inner_steps, (step - 1) / multi_step_loss) if multi_step_loss else None
         out = meta_gradient_step(model, sample_batch(), optimizer, method=method, loss_fn=loss_fn,
                                  inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=per_param_lr,
@@ -705,12 +740,12 @@ def meta_train(
             if score > best_score:
                 best_score, history.best_step, best_state = score, step, snapshot()
             model.train()
+        if checkpoint is not None and step < num_steps and checkpoint.due():
+            save_checkpoint(step)
     if best_state is not None:
-        model.load_state_dict(best_state[0])
-        if rates is not None:
-            with torch.no_grad():
-                for k, v in best_state[1].items():
-                    rates[k].copy_(v)
+        restore(best_state)
+    if checkpoint is not None:
+        checkpoint.finish()
     return history
 
 

@@ -16,9 +16,10 @@ import os
 import random
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -223,6 +224,65 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def random_state() -> dict[str, Any]:
+    """The state of every random generator a training loop may draw from: Python's, NumPy's and torch's."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`random_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpoint:
+    """Where a long training loop saves its state, every ``every`` seconds, so that a stopped run can resume.
+
+    The loop calls :meth:`load` before its first step (``None``: start afresh),
+    :meth:`save` when :meth:`due` says so, and :meth:`finish` after its last
+    step, which removes the file so that the next run starts afresh. ``save``
+    adds the random generators' state (:func:`random_state`) and ``signature``,
+    what identifies the run (e.g. its method and step count); ``load`` refuses a
+    file saved by a run with another signature. The file is written atomically
+    (:func:`write_atomically`) and read with ``torch.load(weights_only=False)``:
+    load only checkpoints you wrote yourself.
+    """
+
+    def __init__(self, path: str | os.PathLike, every: float = 300.0) -> None:
+        if every < 0:
+            raise ValueError(f"every must be >= 0 seconds, got {every}")
+        self.path, self.every = Path(path), float(every)
+        self._saved_at = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self.every
+
+    def load(self, signature: Mapping[str, Any]) -> dict | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("signature") != dict(signature):
+            raise ValueError(f"the checkpoint {self.path} belongs to another run ({state.get('signature')}, "
+                             f"not {dict(signature)}): delete it to start afresh, or resume that run")
+        set_random_state(state["random"])
+        self._saved_at = time.monotonic()
+        return state
+
+    def save(self, state: Mapping[str, Any], signature: Mapping[str, Any]) -> None:
+        full = {**state, "signature": dict(signature), "random": random_state()}
+        write_atomically(self.path, lambda file: torch.save(full, file))
+        self._saved_at = time.monotonic()
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 # Environment variables that change the CPU's floating-point results (the robustness

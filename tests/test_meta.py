@@ -501,3 +501,52 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(meta)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------------------
+# Resuming a stopped meta-training run
+# --------------------------------------------------------------------------------------
+
+
+class StopAfter:
+    """A sinusoid sampler (own generator) that raises on its ``calls``-th call, as a killed run would stop."""
+
+    def __init__(self, calls: int | None = None) -> None:
+        self.tasks, self.calls, self.made = SinusoidTasks(seed=3, dtype=DTYPE), calls, 0
+
+    def __call__(self):
+        self.made += 1
+        if self.calls is not None and self.made == self.calls:
+            raise KeyboardInterrupt("stopped")
+        return self.tasks.batch(3, 5, 5)
+
+
+def resumable_run(checkpoint, sampler, method: str = "maml") -> tuple[nn.Module, meta.MetaHistory]:
+    model = tiny_mlp(seed=1)
+    history = meta.meta_train(model, sampler, method=method, num_steps=8, inner_lr=0.05, metric=None,
+                              loss_fn=F.mse_loss, val_episodes=sine_batch(2, seed=9), eval_every=3,
+                              checkpoint=checkpoint, desc="resumable")
+    return model, history
+
+
+@pytest.mark.parametrize("method", ["maml", "reptile"])
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path, method):
+    whole, whole_history = resumable_run(None, StopAfter(), method)
+    checkpoint = runtime.Checkpoint(tmp_path / "run.pt", every=0)
+    with pytest.raises(KeyboardInterrupt):
+        resumable_run(checkpoint, StopAfter(calls=6), method)  # steps 1-5 done and saved
+    assert (tmp_path / "run.pt").is_file()
+    torch.manual_seed(1234)  # whatever the global generators did in between is undone
+    resumed, history = resumable_run(runtime.Checkpoint(tmp_path / "run.pt", every=0), StopAfter(), method)
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert history == whole_history and len(history.loss) == 8
+    assert not (tmp_path / "run.pt").exists(), "a finished run removes its checkpoint"
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    checkpoint = runtime.Checkpoint(tmp_path / "run.pt", every=0)
+    with pytest.raises(KeyboardInterrupt):
+        resumable_run(checkpoint, StopAfter(calls=3))
+    with pytest.raises(ValueError, match="belongs to another run.*delete it"):
+        resumable_run(runtime.Checkpoint(tmp_path / "run.pt"), StopAfter(), method="fomaml")
