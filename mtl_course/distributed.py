@@ -85,7 +85,7 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
     Parameters whose gradient is ``None`` are skipped; the model and method are the
     same on every process, so they are the same parameters everywhere.
     """
-    rank, world_size = world()
+    _, world_size = world()
     grads = [p.grad for p in params if p.grad is not None]
     if world_size == 1 or not grads:
         return

@@ -700,10 +700,9 @@ def meta_train(
     done = 0
     saved = checkpoint.load(signature) if checkpoint is not None else None
     if saved is not None:
-        random_now = runtime.random_state()
         for _ in range(saved["step"]):
             sample_batch()  # the sampler's own generator moves on as in the stopped run
-        runtime.set_random_state(random_now)
+        runtime.set_random_state(saved["random"])  # then every generator is where it stopped
         restore((saved["model"], saved["rates"]))
         optimizer.load_state_dict(saved["optimizer"])
         history, best_state = MetaHistory(**saved["history"]), saved["best"]

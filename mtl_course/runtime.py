@@ -249,9 +249,10 @@ class Checkpoint:
     The loop calls :meth:`load` before its first step (``None``: start afresh),
     :meth:`save` when :meth:`due` says so, and :meth:`finish` after its last
     step, which removes the file so that the next run starts afresh. ``save``
-    adds the random generators' state (:func:`random_state`) and ``signature``,
-    what identifies the run (e.g. its method and step count); ``load`` refuses a
-    file saved by a run with another signature. The file is written atomically
+    adds the random generators' state (:func:`random_state`, under ``"random"``;
+    the loop restores it with :func:`set_random_state` once it has caught up)
+    and ``signature``, what identifies the run (e.g. its method and step count);
+    ``load`` refuses a file saved by a run with another signature. The file is written atomically
     (:func:`write_atomically`) and read with ``torch.load(weights_only=False)``:
     load only checkpoints you wrote yourself.
     """
@@ -272,7 +273,6 @@ class Checkpoint:
         if state.get("signature") != dict(signature):
             raise ValueError(f"the checkpoint {self.path} belongs to another run ({state.get('signature')}, "
                              f"not {dict(signature)}): delete it to start afresh, or resume that run")
-        set_random_state(state["random"])
         self._saved_at = time.monotonic()
         return state
 

@@ -509,7 +509,11 @@ def test_docstring_examples_run():
 
 
 class StopAfter:
-    """A sinusoid sampler (own generator) that raises on its ``calls``-th call, as a killed run would stop."""
+    """A sinusoid sampler that raises on its ``calls``-th call, as a killed run would stop.
+
+    Its tasks come from its own generator, and label noise from torch's global one,
+    so a resumed run matches only if both generators are put back where they were.
+    """
 
     def __init__(self, calls: int | None = None) -> None:
         self.tasks, self.calls, self.made = SinusoidTasks(seed=3, dtype=DTYPE), calls, 0
@@ -518,11 +522,14 @@ class StopAfter:
         self.made += 1
         if self.calls is not None and self.made == self.calls:
             raise KeyboardInterrupt("stopped")
-        return self.tasks.batch(3, 5, 5)
+        return [Episode(e.support_X, e.support_y, e.query_X, e.query_y + 0.1 * torch.randn_like(e.query_y),
+                        e.classes) for e in self.tasks.batch(3, 5, 5)]
 
 
-def resumable_run(checkpoint, sampler, method: str = "maml") -> tuple[nn.Module, meta.MetaHistory]:
+def resumable_run(checkpoint, sampler, method: str = "maml",
+                  global_seed: int = 0) -> tuple[nn.Module, meta.MetaHistory]:
     model = tiny_mlp(seed=1)
+    torch.manual_seed(global_seed)  # where torch's global generator stands when training starts
     history = meta.meta_train(model, sampler, method=method, num_steps=8, inner_lr=0.05, metric=None,
                               loss_fn=F.mse_loss, val_episodes=sine_batch(2, seed=9), eval_every=3,
                               checkpoint=checkpoint, desc="resumable")
@@ -536,8 +543,9 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path, method):
     with pytest.raises(KeyboardInterrupt):
         resumable_run(checkpoint, StopAfter(calls=6), method)  # steps 1-5 done and saved
     assert (tmp_path / "run.pt").is_file()
-    torch.manual_seed(1234)  # whatever the global generators did in between is undone
-    resumed, history = resumable_run(runtime.Checkpoint(tmp_path / "run.pt", every=0), StopAfter(), method)
+    # the global generator now starts elsewhere: only the checkpoint can put it back
+    resumed, history = resumable_run(runtime.Checkpoint(tmp_path / "run.pt", every=0), StopAfter(), method,
+                                     global_seed=1234)
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert history == whole_history and len(history.loss) == 8

@@ -219,7 +219,8 @@ def fit_multitask(
         for X, idx in loader:
             X = X.to(device)
             outputs = model(X)
-            losses = torch.stack([spec.loss(outputs[n], train.targets[n][idx].to(device)) for n, spec in zip(names, specs)])
+            targets = {n: train.targets[n][idx].to(device) for n in names}
+            losses = torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
             penalty = regularizer() if regularizer is not None else None
             optimizer.zero_grad(set_to_none=True)
             G = task_gradient_matrix(losses, shared) if (method in GRADIENT_METHODS or (record_cosine and shared)) else None
@@ -237,10 +238,9 @@ def fit_multitask(
                     gradnorm.update(losses, norms)
             optimizer.step()
             if famo is not None:
-                with torch.no_grad():
+                with torch.no_grad():  # the same batch's losses after the step
                     outputs = model(X)
-                    after = torch.stack([spec.loss(outputs[n], train.targets[n][idx].to(device))
-                                         for n, spec in zip(names, specs)])
+                    after = torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
                 famo.update(losses, after)
             n = len(X)
             sums += losses.detach().cpu() * n
