@@ -84,9 +84,10 @@ test-min-versions:
 	$(MIN_VENV)/bin/python -m pytest tests --ignore=tests/test_exercises.py
 
 # The trained-model store (mtl_course/trained): train every recipe, or MODEL=name,
-# and write the weights and manifest.json. Commit the result.
+# and write the weights and manifest.json. Commit the result. Resumable: run it
+# again after an interruption and it continues from its checkpoint.
 models: setup
-	$(PY) -m mtl_course.store train $(MODEL)
+	$(PY) -m mtl_course.train $(or $(MODEL),all) --profile quick
 
 # Test stored models again (MODEL="name ..."), weights unchanged, after a change of the
 # test protocol; updates their metrics in manifest.json.

@@ -5,9 +5,10 @@ each importing only from the groups before its own (:data:`LAYERS`):
 ``runtime, metrics, models, distributed -> store, data -> training -> transfer, multitask, meta
 -> few_shot, meta_transfer, finetuning_theory, fusions, m3tl,
 comparison``. ``viz``, ``widgets``,
-``grading`` and ``robustness`` sit at the edge (:data:`EDGE`): they may import the
+``grading``, ``robustness`` and ``train`` sit at the edge (:data:`EDGE`): they may import the
 core, the core never imports them. ``store`` holds the trained-model store
-(``mtl_course/trained``) that chapters load instead of training.
+(``mtl_course/trained``) that chapters load instead of training; ``train`` is the
+command that trains it (``python -m mtl_course.train``).
 """
 from . import runtime
 
@@ -22,7 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("few_shot", "meta_transfer", "finetuning_theory", "fusions", "m3tl", "comparison"),
 )
 """The package's modules in dependency order: a module imports only from earlier groups."""
-EDGE = ("viz", "widgets", "grading", "robustness")
-"""Modules for the notebooks and the instructors; they may import the core, never the other way round."""
+EDGE = ("viz", "widgets", "grading", "robustness", "train")
+"""Modules for the notebooks, the instructors and the store's training command; they may import the core,
+never the other way round."""
 
 __all__ = ["runtime", "REPOSITORY", "__version__", "LAYERS", "EDGE"]

@@ -24,7 +24,7 @@ share (Ye & Chao, 2022, make the same observation).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -267,12 +267,13 @@ def test_all_settings(model: nn.Module, method: str, data: LabelledSet, split: C
 
 def train_meta_learner(config: MetaLearnerConfig, data: LabelledSet, split: ClassSplit, seed: int = 0,
                        device: torch.device | None = None, max_steps: int | None = None,
-                       evaluate: bool = True) -> store.Trained:
+                       evaluate: bool = True, checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """Meta-train one learner on ``split.train`` with :func:`mtl_course.meta.meta_train` and test it.
 
     The checkpoint kept is the best on 5-way validation episodes (every
     ``config.eval_every`` steps); then :func:`test_all_settings` scores it in
     every :data:`TEST_SETTINGS` (skipped with ``max_steps`` or ``evaluate=False``).
+    ``checkpoint`` makes the meta-training resumable (:func:`mtl_course.meta.meta_train`).
     """
     c = config
     device = device or runtime.get_device()
@@ -286,7 +287,7 @@ def train_meta_learner(config: MetaLearnerConfig, data: LabelledSet, split: Clas
         net, lambda: sampler.batch(c.meta_batch), method=c.method, num_steps=steps, meta_lr=c.meta_lr,
         inner_lr=c.inner_lr, inner_steps=c.inner_steps, per_param_lr=rates, backend=c.backend,
         val_episodes=None if max_steps is not None else val_episodes, eval_every=c.eval_every,
-        desc=f"{c.method}, {c.n_way}-way {c.k_shot}-shot")
+        desc=f"{c.method}, {c.n_way}-way {c.k_shot}-shot", checkpoint=checkpoint)
     metrics, extra = {}, {}
     if evaluate and max_steps is None:
         metrics, extra = test_all_settings(model, c.method, data, split, c.inner_lr,
@@ -304,10 +305,11 @@ def evaluate_meta_learner(model: nn.Module, config: Mapping) -> tuple[dict[str, 
 
 
 def train_meta_learner_recipe(config: dict, seed: int, max_steps: int | None = None,
-                              device: torch.device | None = None) -> store.Trained:
+                              device: torch.device | None = None,
+                              checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for a meta-learner: :func:`train_meta_learner` on Glyphs (:func:`glyphs_split`)."""
     return train_meta_learner(MetaLearnerConfig(**config), *glyphs_split(), seed=seed, device=device,
-                              max_steps=max_steps)
+                              max_steps=max_steps, checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +334,8 @@ def build_embedding(config: Mapping) -> nn.Module:
 
 
 def train_embedding_recipe(config: dict, seed: int, max_steps: int | None = None,
-                           device: torch.device | None = None) -> store.Trained:
+                           device: torch.device | None = None,
+                           checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for the pre-trained embedding: ordinary supervised training, then the head dropped."""
     c = EmbeddingConfig(**config)
     device = device or runtime.get_device()
@@ -341,7 +344,8 @@ def train_embedding_recipe(config: dict, seed: int, max_steps: int | None = None
     runtime.seed_everything(seed)
     model = models.Conv4(1, c.hidden, out_features=len(split.train), image_size=28).to(device)
     history = training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=c.num_epochs, lr=c.lr,
-                           batch_size=c.batch_size, seed=seed, max_steps=max_steps, desc="pre-training (store)")
+                           batch_size=c.batch_size, seed=seed, max_steps=max_steps, desc="pre-training (store)",
+                           checkpoint=checkpoint)
     model.head = nn.Identity()
     metrics, extra = {}, {"epoch_val_acc": history.val_metric}
     if max_steps is None:
@@ -469,6 +473,7 @@ class SinusoidConfig:
 
 
 SINE_TEST_TASKS, SINE_TEST_POINTS, SINE_TEST_SEED = 600, 100, 1010
+SINE_PAPER_STEPS = 70_000  # the MAML paper's sinusoid training: the full profile
 SINE_FINETUNE_LRS = (0.002, 0.005, 0.01, 0.02)
 
 
@@ -501,7 +506,8 @@ def choose_sine_lr(net: nn.Module, k_shot: int) -> tuple[float, dict[float, floa
 
 
 def train_sinusoid_recipe(config: dict, seed: int, max_steps: int | None = None,
-                          device: torch.device | None = None) -> store.Trained:
+                          device: torch.device | None = None,
+                          checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for section 4.3: MAML, or pre-training on pooled sinusoids at the same number of steps."""
     c = SinusoidConfig(**config)
     steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
@@ -512,13 +518,14 @@ def train_sinusoid_recipe(config: dict, seed: int, max_steps: int | None = None,
             pool = pooled_sinusoids(c.outer_steps * c.meta_batch, 20, seed=seed + 100)  # one epoch = MAML's steps
             history = training.fit(net, pool, num_epochs=1, lr=c.meta_lr, loss_fn=F.mse_loss, metric=None,
                                    batch_size=c.meta_batch * 20, seed=seed, max_steps=max_steps,
-                                   desc="sinusoid pre-training (store)")
+                                   desc="sinusoid pre-training (store)", checkpoint=checkpoint)
             losses = history.step_loss
         else:
             tasks = SinusoidTasks(seed=seed + c.k_shot)
             history = meta.meta_train(net, lambda: tasks.batch(c.meta_batch, c.k_shot, c.k_shot), num_steps=steps,
                                       meta_lr=c.meta_lr, inner_lr=c.inner_lr, inner_steps=1, loss_fn=F.mse_loss,
-                                      metric=None, backend="vmap", desc="sinusoid MAML (store)")
+                                      metric=None, backend="vmap", desc="sinusoid MAML (store)",
+                                      checkpoint=checkpoint)
             losses = history.loss
         metrics, extra = {}, {}
         if max_steps is None:
@@ -577,7 +584,8 @@ def build_stability_network(config: Mapping) -> nn.Module:
 
 
 def train_stability_run(c: StabilityConfig, variant: str, inner_lr: float, seed: int, data: LabelledSet,
-                        split: ClassSplit, device: torch.device, max_steps: int | None = None):
+                        split: ClassSplit, device: torch.device, max_steps: int | None = None,
+                        checkpoint: runtime.Checkpoint | None = None):
     """One meta-training run of the study: the network, its history and (MAML++) its learned rates."""
     runtime.seed_everything(seed)
     net = build_stability_network(asdict(c)).to(device)
@@ -591,17 +599,19 @@ def train_stability_run(c: StabilityConfig, variant: str, inner_lr: float, seed:
         inner_steps=c.inner_steps, backend=c.backend, step_lrs=rates,
         multi_step_loss=c.outer_steps // 2 if plus else 0,
         val_episodes=None if max_steps is not None else val, eval_every=c.eval_every,
-        desc=f"{variant}, inner rate {inner_lr}, seed {seed}")
+        desc=f"{variant}, inner rate {inner_lr}, seed {seed}", checkpoint=checkpoint)
     return net, history, rates
 
 
 def train_stability_recipe(config: dict, seed: int, max_steps: int | None = None,
-                           device: torch.device | None = None) -> store.Trained:
+                           device: torch.device | None = None,
+                           checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for section 4.8: every variant × inner rate × seed of :class:`StabilityConfig`.
 
     The stored network is MAML++'s at the first inner rate and seed ``seed``
     (its loss is the stored curve); every run's validation curve, and MAML++'s
-    learned rates, go into the manifest's extras.
+    learned rates, go into the manifest's extras. With ``checkpoint`` each run
+    has its own part of it (:meth:`mtl_course.runtime.Checkpoint.part`).
     """
     c = StabilityConfig(**{**config, "inner_lrs": tuple(config["inner_lrs"])})
     device = device or runtime.get_device()
@@ -616,8 +626,11 @@ def train_stability_recipe(config: dict, seed: int, max_steps: int | None = None
         for inner_lr in c.inner_lrs:
             for s in range(seed, seed + c.seeds):
                 for variant in STABILITY_VARIANTS:
-                    net, history, rates = train_stability_run(c, variant, inner_lr, s, small, split, device)
-                    runs[f"{variant} {inner_lr} {s}"] = {
+                    key = f"{variant} {inner_lr} {s}"
+                    part = checkpoint.part(key) if checkpoint is not None else None
+                    net, history, rates = train_stability_run(c, variant, inner_lr, s, small, split, device,
+                                                              checkpoint=part)
+                    runs[key] = {
                         "val_step": history.val_step, "val_acc": history.val_metric, "loss": history.loss,
                         "step_lrs": None if rates is None else {k: v.tolist() for k, v in rates.items()}}
                     if kept is None:
@@ -647,6 +660,22 @@ META_LEARNERS: dict[str, MetaLearnerConfig] = {
 }
 """Chapter 4's meta-learners and how each is trained (5 to 17 minutes each on a 2-core CPU)."""
 
+META_LEARNERS_FULL: dict[str, MetaLearnerConfig] = {
+    # Snell et al. (2017) train on 60-way episodes with 5 queries per class, until validation stops improving.
+    "ProtoNet": replace(META_LEARNERS["ProtoNet"], n_way=60, outer_steps=20_000, eval_every=500),
+    # Finn et al. (2017), Omniglot 5-way 1-shot: 32 tasks a meta-batch, 60,000 outer steps (first-order MAML
+    # as they run it; ANIL and Meta-SGD take MAML's settings). The inner loops stay those chosen above.
+    "MAML": replace(META_LEARNERS["MAML"], meta_batch=32, outer_steps=60_000, eval_every=1000),
+    "first-order MAML": replace(META_LEARNERS["first-order MAML"], meta_batch=32, outer_steps=60_000,
+                                eval_every=1000),
+    "ANIL": replace(META_LEARNERS["ANIL"], meta_batch=32, outer_steps=60_000, eval_every=1000),
+    "Meta-SGD": replace(META_LEARNERS["Meta-SGD"], meta_batch=32, outer_steps=60_000, eval_every=1000),
+    # Nichol et al. (2018), Omniglot: 5 tasks a meta-batch, 100,000 outer steps.
+    "Reptile": replace(META_LEARNERS["Reptile"], meta_batch=5, outer_steps=100_000, eval_every=1000),
+}
+"""The ``full`` profile of each meta-learner (``python -m mtl_course.train NAME --profile full``, on a GPU):
+the papers' meta-batches and step counts on the same 28×28 Glyphs episodes."""
+
 
 def model_name(method_name: str) -> str:
     """The store's name for a meta-learner of :data:`META_LEARNERS`, e.g. ``glyphs-maml-conv4``."""
@@ -660,7 +689,8 @@ STABILITY_MODEL_NAME = "glyphs-mamlpp-stability"
 for _name, _config in META_LEARNERS.items():
     store.register(store.Recipe(
         name=model_name(_name), chapter=4, train=train_meta_learner_recipe, build=build_meta_learner,
-        config=asdict(_config), seed=0, version=1, evaluate=evaluate_meta_learner,
+        config=asdict(_config), full_config=asdict(META_LEARNERS_FULL[_name]), seed=0, version=1,
+        evaluate=evaluate_meta_learner,
         description=f"{_name} meta-trained on Glyphs {_config.n_way}-way {_config.k_shot}-shot episodes"))
 store.register(store.Recipe(
     name=EMBEDDING_MODEL_NAME, chapter=4, train=train_embedding_recipe, build=build_embedding,
@@ -668,10 +698,12 @@ store.register(store.Recipe(
     description="Conv-4 trained to classify every character of the Glyphs meta-training alphabets"))
 store.register(store.Recipe(
     name=SINE_MAML_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
-    config=asdict(SinusoidConfig()), seed=0, version=1, description="MAML on sinusoids, K = 10"))
+    config=asdict(SinusoidConfig()), full_config=asdict(SinusoidConfig(outer_steps=SINE_PAPER_STEPS)), seed=0,
+    version=1, description="MAML on sinusoids, K = 10"))
 store.register(store.Recipe(
     name=SINE_PRETRAINED_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
-    config=asdict(SinusoidConfig(pretrain=True)), seed=0, version=1,
+    config=asdict(SinusoidConfig(pretrain=True)),
+    full_config=asdict(SinusoidConfig(outer_steps=SINE_PAPER_STEPS, pretrain=True)), seed=0, version=1,
     description="the same network pre-trained on pooled sinusoids, as many steps as MAML"))
 
 

@@ -685,34 +685,39 @@ def meta_train(
     history, best_state, best_score = MetaHistory(), None, -math.inf
     higher_is_better = metric is not None
 
+    def current_rates():
+        return None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
+
+    def set_rates(values) -> None:
+        if rates is not None:
+            with torch.no_grad():
+                for k, v in values.items():
+                    rates[k].copy_(v)
+
     def snapshot():
-        saved_rates = None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
-        return copy.deepcopy(model.state_dict()), saved_rates
+        return copy.deepcopy(model.state_dict()), current_rates()
 
     def restore(state) -> None:
         model.load_state_dict(state[0])
-        if rates is not None:
-            with torch.no_grad():
-                for k, v in state[1].items():
-                    rates[k].copy_(v)
+        set_rates(state[1])
 
-    signature = {"method": method, "num_steps": num_steps, "inner_lr": inner_lr, "inner_steps": inner_steps}
+    signature = {"loop": "meta_train", "method": method, "num_steps": num_steps, "inner_lr": inner_lr,
+                 "inner_steps": inner_steps}
+    run = runtime.Resumable(checkpoint, signature, model, optimizer)
+
+    def state() -> dict:
+        return {"step": done, "rates": current_rates(), "history": asdict(history), "best": best_state,
+                "best_score": best_score}
+
     done = 0
-    saved = checkpoint.load(signature) if checkpoint is not None else None
+    saved = run.restore()
     if saved is not None:
         for _ in range(saved["step"]):
             sample_batch()  # the sampler's own generator moves on as in the stopped run
         runtime.set_random_state(saved["random"])  # then every generator is where it stopped
-        restore((saved["model"], saved["rates"]))
-        optimizer.load_state_dict(saved["optimizer"])
+        set_rates(saved["rates"])
         history, best_state = MetaHistory(**saved["history"]), saved["best"]
         best_score, done = saved["best_score"], saved["step"]
-
-    def save_checkpoint(step: int) -> None:
-        current = snapshot()
-        checkpoint.save({"step": step, "model": current[0], "rates": current[1],
-                         "optimizer": optimizer.state_dict(), "history": asdict(history),
-                         "best": best_state, "best_score": best_score}, signature)
 
     model.train()
     for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
@@ -739,12 +744,12 @@ def meta_train(
             if score > best_score:
                 best_score, history.best_step, best_state = score, step, snapshot()
             model.train()
-        if checkpoint is not None and step < num_steps and checkpoint.due():
-            save_checkpoint(step)
+        done = step
+        if step < num_steps:
+            run.save_if_due(state)
+    run.finish(state)
     if best_state is not None:
         restore(best_state)
-    if checkpoint is not None:
-        checkpoint.finish()
     return history
 
 

@@ -182,8 +182,8 @@ def pretrain_backbone(data: LabelledSet, classes: Sequence[int], config: Pretrai
 
 
 def _pretrain(data: LabelledSet, classes: Sequence[int], config: PretrainConfig,
-              device: torch.device | None = None,
-              max_steps: int | None = None) -> tuple[ResNet12, training.History]:
+              device: torch.device | None = None, max_steps: int | None = None,
+              checkpoint: runtime.Checkpoint | None = None) -> tuple[ResNet12, training.History]:
     device = device or runtime.get_device()
     train, val, _ = split_examples(data.subset(classes), (1 - config.val_fraction, config.val_fraction, 0.0),
                                    seed=config.seed)
@@ -191,7 +191,7 @@ def _pretrain(data: LabelledSet, classes: Sequence[int], config: PretrainConfig,
     model = ResNet12(data.X.shape[1], config.channels, out_features=len(classes), norm=config.norm).to(device)
     record = training.fit(model, (train.X, train.y), (val.X, val.y), num_epochs=config.num_epochs, lr=config.lr,
                           batch_size=config.batch_size, seed=config.seed, max_steps=max_steps,
-                          desc="phase 1: large-scale training")
+                          desc="phase 1: large-scale training", checkpoint=checkpoint)
     model.head = nn.Identity()
     return model.eval(), record
 
@@ -209,11 +209,12 @@ def _glyphs_meta_training_classes() -> tuple[LabelledSet, list[int]]:
 
 
 def train_backbone_recipe(config: dict, seed: int, max_steps: int | None = None,
-                          device: torch.device | None = None) -> store.Trained:
+                          device: torch.device | None = None,
+                          checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for Chapter 5's phase 1: :func:`pretrain_backbone` on the Glyphs meta-training classes."""
     settings = PretrainConfig(**{**config, "channels": tuple(config["channels"])}, seed=seed)
     data, classes = _glyphs_meta_training_classes()
-    model, history = _pretrain(data, classes, settings, device, max_steps)
+    model, history = _pretrain(data, classes, settings, device, max_steps, checkpoint)
     return store.Trained(model, {"val_acc": history.best_val_metric}, history.step_loss,
                          {"classes": classes, "epoch_train_loss": history.train_loss,
                           "epoch_val_acc": history.val_metric})

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -243,6 +244,17 @@ def set_random_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class TrainingClock:
+    """The seconds a run has trained: since it started here, plus ``before``, those of the stopped runs it continues."""
+
+    started: float = field(default_factory=time.monotonic)
+    before: float = 0.0
+
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+
 class Checkpoint:
     """Where a long training loop saves its state, every ``every`` seconds, so that a stopped run can resume.
 
@@ -255,13 +267,28 @@ class Checkpoint:
     ``load`` refuses a file saved by a run with another signature. The file is written atomically
     (:func:`write_atomically`) and read with ``torch.load(weights_only=False)``:
     load only checkpoints you wrote yourself.
+
+    ``run`` identifies the whole run (the store puts its recipe, config, seed
+    and profile there) and joins every signature. With ``hold=True`` a loop
+    that finishes saves its final state instead of removing the file (see
+    :class:`Resumable`), so that a run of several steps (training, then its
+    test; or several trainings, each in its own :meth:`part`) resumes after
+    the last loop it finished; whoever made the checkpoint calls :meth:`remove`
+    when the whole run is done.
     """
 
-    def __init__(self, path: str | os.PathLike, every: float = 300.0) -> None:
+    def __init__(self, path: str | os.PathLike, every: float = 300.0, run: Mapping[str, Any] | None = None,
+                 hold: bool = False, clock: TrainingClock | None = None) -> None:
         if every < 0:
             raise ValueError(f"every must be >= 0 seconds, got {every}")
         self.path, self.every = Path(path), float(every)
+        self.run, self.hold = dict(run or {}), hold
+        self.clock = clock or TrainingClock()
         self._saved_at = time.monotonic()
+
+    def seconds(self) -> float:
+        """How long this run has trained, counting the stopped runs it continues (up to their last save)."""
+        return self.clock.seconds()
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self.every
@@ -270,19 +297,78 @@ class Checkpoint:
         if not self.path.is_file():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("signature") != dict(signature):
-            raise ValueError(f"the checkpoint {self.path} belongs to another run ({state.get('signature')}, "
-                             f"not {dict(signature)}): delete it to start afresh, or resume that run")
+        expected, found = {**self.run, **signature}, state.get("signature") or {}
+        if found != expected:
+            differ = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
+            raise ValueError(f"the checkpoint {self.path} belongs to another run (it differs in "
+                             f"{', '.join(differ)}): delete it to start afresh, or resume that run")
+        self.clock.before = max(self.clock.before, state.get("seconds", 0.0))
         self._saved_at = time.monotonic()
         return state
 
     def save(self, state: Mapping[str, Any], signature: Mapping[str, Any]) -> None:
-        full = {**state, "signature": dict(signature), "random": random_state()}
+        full = {**state, "signature": {**self.run, **signature}, "random": random_state(),
+                "seconds": self.seconds()}
         write_atomically(self.path, lambda file: torch.save(full, file))
         self._saved_at = time.monotonic()
 
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def part(self, name: str) -> Checkpoint:
+        """The checkpoint of one part of this run (e.g. one of its several trainings), in a folder beside it."""
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        return Checkpoint(self.path.with_suffix("") / f"{safe}{self.path.suffix}", self.every,
+                          {**self.run, "part": name}, self.hold, self.clock)
+
+    def remove(self) -> None:
+        """Delete this checkpoint and those of its parts: the whole run is done."""
+        import shutil
+
+        self.finish()
+        shutil.rmtree(self.path.with_suffix(""), ignore_errors=True)
+
+
+class Resumable:
+    """A training loop's side of a :class:`Checkpoint`, or of none (then every call does nothing).
+
+    :meth:`restore` puts back the model and optimizer of a stopped run and
+    returns the rest of what it saved (the loop's own ``state``, and the random
+    generators under ``"random"``, which the loop restores with
+    :func:`set_random_state` once it has caught up); :meth:`save_if_due` saves
+    every few minutes and :meth:`finish` after the last step. ``state()``
+    returns what the loop needs besides the model and optimizer (step, history,
+    best state, ...); it is called only when something is saved.
+    """
+
+    def __init__(self, checkpoint: Checkpoint | None, signature: Mapping[str, Any],
+                 model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.checkpoint, self.signature = checkpoint, dict(signature)
+        self.model, self.optimizer = model, optimizer
+
+    def restore(self) -> dict | None:
+        saved = self.checkpoint.load(self.signature) if self.checkpoint is not None else None
+        if saved is not None:
+            self.model.load_state_dict(saved.pop("model"))
+            self.optimizer.load_state_dict(saved.pop("optimizer"))
+        return saved
+
+    def save(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        everything = {**state(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        self.checkpoint.save(everything, self.signature)
+
+    def save_if_due(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        if self.checkpoint is not None and self.checkpoint.due():
+            self.save(state)
+
+    def finish(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        """The loop is done: remove the checkpoint, or save the final state if the checkpoint holds it."""
+        if self.checkpoint is None:
+            return
+        if self.checkpoint.hold:
+            self.save(state)
+        else:
+            self.checkpoint.finish()
 
 
 # Environment variables that change the CPU's floating-point results (the robustness

@@ -3,11 +3,11 @@
 Some experiments need more training than a chapter can afford in its two
 minutes on a laptop CPU. Each such model has a **recipe** in the package (the
 function that trains it, its configuration and its seed), and ``make models``
-(``python -m mtl_course.store train``) runs every recipe and writes
+(``python -m mtl_course.train all``, see :mod:`mtl_course.train`) runs every recipe and writes
 
 - the weights, ``mtl_course/trained/<name>.pt``, and
 - one ``mtl_course/trained/manifest.json`` with an entry per model: ``name``,
-  ``chapter``, ``recipe``, ``config``, ``seed``, ``code_version``, ``machine``,
+  ``chapter``, ``recipe``, ``profile``, ``config``, ``seed``, ``code_version``, ``machine``,
   ``seconds``, ``metrics`` and a ``curve`` (the first step losses exactly, the
   rest subsampled), plus the file's size and SHA-256.
 
@@ -19,13 +19,18 @@ many more digits than training one does, which is why the chapters' printed
 results can be compared by strict nbval.
 
 A recipe's ``train`` function is called as ``train(config, seed, max_steps=None,
-device=None)`` and returns a :class:`Trained`; with ``max_steps`` it stops early,
+device=None, checkpoint=None)`` and returns a :class:`Trained`; with ``max_steps`` it stops early,
 which the provenance test uses to re-run the first steps and compare their
-losses with the manifest's.
+losses with the manifest's. With ``checkpoint`` (a :class:`mtl_course.runtime.Checkpoint`)
+it passes the checkpoint to its training loop, so that a stopped run resumes.
+
+A recipe's ``config`` is its ``quick`` profile (what the chapters load); an
+optional ``full_config`` is its ``full`` profile (the papers' settings, for a GPU).
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import subprocess
@@ -80,6 +85,25 @@ class Recipe:
     evaluate: Callable[[nn.Module, Mapping[str, Any]], tuple[dict[str, float], dict[str, Any]]] | None = None
     """Optional: ``evaluate(model, config) -> (metrics, extra)``, the test the recipe runs after training,
     so that :func:`evaluate` can score a stored model again when the test protocol changes."""
+    full_config: Mapping[str, Any] | None = None
+    """Optional: the config of the ``full`` profile (``config`` is the ``quick`` one)."""
+
+    def config_for(self, profile: str) -> Mapping[str, Any]:
+        """The config of ``profile``; a recipe without a ``full`` profile raises :class:`StoreError`."""
+        if profile not in runtime.PROFILES:
+            raise StoreError(f"no profile {profile!r}: use one of {', '.join(runtime.PROFILES)}")
+        if profile == "quick":
+            return self.config
+        if self.full_config is None:
+            full = [name for name, r in recipes().items() if r.full_config is not None]
+            raise StoreError(f"the recipe {self.name!r} has no full profile; the recipes with one are "
+                             f"{', '.join(full) or 'none'} (train {self.name!r} with --profile quick)")
+        return self.full_config
+
+    @property
+    def resumable(self) -> bool:
+        """True when ``train`` takes a ``checkpoint`` (a stopped run can resume)."""
+        return "checkpoint" in inspect.signature(self.train).parameters
 
     @property
     def recipe(self) -> str:
@@ -190,23 +214,44 @@ def _git_commit() -> str | None:
         return None
 
 
-def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = None) -> dict:
-    """Run the recipe ``name`` and write its weights and manifest entry into ``folder``; returns the entry."""
+def run_checkpoint(name: str, profile: str, directory: Path, every: float = 300.0) -> runtime.Checkpoint:
+    """The checkpoint of training recipe ``name`` in ``profile``: ``directory/<name>-<profile>.pt``.
+
+    It belongs to this recipe, version, config, seed and profile (a checkpoint of
+    any other run is refused) and holds the finished loops of the run until
+    :func:`train` has written the model (see :class:`mtl_course.runtime.Checkpoint`).
+    """
     r = recipe(name)
+    run = {"recipe": name, "code_version": r.code_version, "profile": profile,
+           "config": _plain(dict(r.config_for(profile))), "seed": r.seed}
+    return runtime.Checkpoint(Path(directory) / f"{name}-{profile}.pt", every, run=run, hold=True)
+
+
+def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = None, profile: str = "quick",
+          checkpoint: runtime.Checkpoint | None = None) -> dict:
+    """Run the recipe ``name`` in ``profile`` and write its weights and manifest entry into ``folder``.
+
+    Returns the entry. With ``checkpoint`` (:func:`run_checkpoint`) a resumable
+    recipe saves its progress there, continues a stopped run, and the
+    checkpoint is removed once the model is written.
+    """
+    r = recipe(name)
+    config = dict(r.config_for(profile))
     if runtime.seed_offset():
         raise StoreError(f"{runtime.SEED_OFFSET_VARIABLE} is set: stored models are trained with their "
                          "recipe's own seed; unset it and run `make models` again")
     device = device or runtime.get_device()
+    resume = {"checkpoint": checkpoint} if checkpoint is not None and r.resumable else {}
     started = time.perf_counter()
-    result = r.train(dict(r.config), r.seed, device=device)
-    seconds = time.perf_counter() - started
+    result = r.train(dict(config), r.seed, device=device, **resume)
+    seconds = checkpoint.seconds() if resume else time.perf_counter() - started
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     weights = folder / f"{name}.pt"
     buffer = _serialise(state)
     runtime.write_atomically(weights, lambda file: file.write(buffer))
     entry = {
         "name": name, "chapter": r.chapter, "description": r.description, "recipe": r.recipe,
-        "config": _plain(dict(r.config)), "seed": r.seed, "code_version": r.code_version,
+        "profile": profile, "config": _plain(config), "seed": r.seed, "code_version": r.code_version,
         "trained_at_commit": _git_commit(), "machine": machine(), "device": device.type,
         "seconds": round(seconds, 1), "metrics": {k: float(v) for k, v in result.metrics.items()},
         "curve": summarise_curve([float(x) for x in result.step_losses]), "extra": _plain(result.extra),
@@ -218,6 +263,8 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
         entries = {}
     entries[name] = entry
     write_manifest(entries, folder)
+    if checkpoint is not None:
+        checkpoint.remove()
     return entry
 
 
@@ -236,7 +283,7 @@ def evaluate(name: str, folder: Path = STORE_DIR, device: torch.device | None = 
                          f"run `make models MODEL={name}` to train and test it again")
     stored = load(name, device, folder)
     started = time.perf_counter()
-    metrics, extra = r.evaluate(stored.model, dict(r.config))
+    metrics, extra = r.evaluate(stored.model, dict(r.config_for(profile_of(stored.entry))))
     e = dict(stored.entry)
     e["metrics"] = {**e["metrics"], **{k: float(v) for k, v in metrics.items()}}
     e["extra"] = {**e.get("extra", {}), **_plain(extra)}
@@ -279,19 +326,28 @@ class StoredModel:
                 f"on {m['threads']} CPU thread(s) ({self.entry['curve']['steps']} steps)")
 
 
+def profile_of(entry: Mapping) -> str:
+    """The profile a manifest entry was trained in (entries written before profiles existed: ``quick``)."""
+    return entry.get("profile", "quick")
+
+
 def entry(name: str, folder: Path = STORE_DIR) -> dict:
     """The manifest entry of ``name``, checked against its recipe: raises :class:`StoreError` if stale."""
     r = recipe(name)
     entries = read_manifest(folder)
-    retrain = f"run `make models MODEL={name}` to train it"
     if name not in entries:
-        raise StoreError(f"the store's manifest has no model {name!r}; {retrain}")
+        raise StoreError(f"the store's manifest has no model {name!r}; run `make models MODEL={name}` to train it")
     e = entries[name]
+    profile = profile_of(e)
+    retrain = (f"run `make models MODEL={name}` to train it" if profile == "quick" else
+               f"run `python -m mtl_course.train {name} --profile {profile}` to train it")
     stale = []
     if e.get("code_version") != r.code_version:
         stale.append(f"it was trained by {e.get('code_version')!r}, the recipe is now {r.code_version!r}")
-    if e.get("config") != _plain(dict(r.config)):
-        stale.append("the recipe's config changed since")
+    if profile == "full" and r.full_config is None:
+        stale.append("it was trained in the full profile, which the recipe no longer has")
+    elif e.get("config") != _plain(dict(r.config_for(profile))):
+        stale.append(f"the recipe's {profile} config changed since")
     if e.get("seed") != r.seed:
         stale.append(f"it was trained with seed {e.get('seed')}, the recipe says {r.seed}")
     if stale:
@@ -343,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m mtl_course.store", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train recipes (default: all) and write weights + manifest")
+    t = sub.add_parser("train", help="train recipes (default: all) in the quick profile and write weights + "
+                                      "manifest (`python -m mtl_course.train` adds profiles and resumable runs)")
     t.add_argument("names", nargs="*")
     t.add_argument("--out", type=Path, default=STORE_DIR)
     v = sub.add_parser("evaluate", help="test stored models again (weights unchanged) and update their metrics")

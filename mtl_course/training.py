@@ -8,8 +8,8 @@ weights, and returns a :class:`History` for plotting.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Callable, Union
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Mapping, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,13 @@ def make_loader(data: Data, batch_size: int = 64, shuffle: bool = True, seed: in
                       generator=generator)
 
 
+def _size(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an iterable data set
+        return None
+
+
 def _to(batch, device: torch.device):
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -79,6 +86,54 @@ def _to(batch, device: torch.device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(v, device) for v in batch)
     return batch
+
+
+@dataclass
+class EpochTally:
+    """The steps of the epoch under way: how many, and their summed loss over examples (for its mean loss)."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    examples: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.examples, 1)
+
+
+def train_steps(
+    model: nn.Module,
+    batches: Iterator,
+    optimizer: torch.optim.Optimizer,
+    tally: EpochTally,
+    loss_fn: Callable = F.cross_entropy,
+    device: torch.device | None = None,
+    step_losses: list[float] | None = None,
+    max_steps: int | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """One optimizer step per batch of ``batches``, counted in ``tally``; ``after_step()`` follows each.
+
+    Each step's loss is appended to ``step_losses`` when given; the steps stop
+    once that list holds ``max_steps`` losses.
+    """
+    device = device or next(model.parameters()).device
+    model.train()
+    for X, y in batches:
+        if max_steps is not None and step_losses is not None and len(step_losses) >= max_steps:
+            break
+        X, y = _to(X, device), _to(y, device)
+        loss = loss_fn(model(X), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step_losses is not None:
+            step_losses.append(loss.item())
+        tally.steps += 1
+        tally.loss_sum += loss.item() * len(X)
+        tally.examples += len(X)
+        if after_step is not None:
+            after_step()
 
 
 def train_epoch(
@@ -95,22 +150,9 @@ def train_epoch(
     Each step's loss is appended to ``step_losses`` when given; the pass stops
     early once that list holds ``max_steps`` losses.
     """
-    device = device or next(model.parameters()).device
-    model.train()
-    total, count = 0.0, 0
-    for X, y in loader:
-        if max_steps is not None and step_losses is not None and len(step_losses) >= max_steps:
-            break
-        X, y = _to(X, device), _to(y, device)
-        loss = loss_fn(model(X), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step_losses is not None:
-            step_losses.append(loss.item())
-        total += loss.item() * len(X)
-        count += len(X)
-    return total / max(count, 1)
+    tally = EpochTally()
+    train_steps(model, iter(loader), optimizer, tally, loss_fn, device, step_losses, max_steps)
+    return tally.mean_loss
 
 
 @torch.no_grad()
@@ -139,6 +181,63 @@ def evaluate(
     return total / count, value
 
 
+@dataclass
+class FitProgress:
+    """Where a run of :func:`fit` stands, besides its model, optimizer and history (what a checkpoint saves)."""
+
+    epoch: int = 0
+    tally: EpochTally = field(default_factory=EpochTally)  # the epoch under way
+    order: dict | None = None  # the generators at the start of that epoch, which decide its batch order
+    best_score: float | None = None
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    finished: bool = False
+
+
+def _order_generators(loader: DataLoader) -> list[torch.Generator]:
+    """The generators a loader draws its batch order from (its own, its samplers')."""
+    found = []
+    samplers = [loader.sampler, loader.batch_sampler]
+    owners = [loader, *samplers, *(getattr(s, "sampler", None) for s in samplers)]
+    for owner in owners:
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def batch_order(loader: DataLoader) -> dict:
+    """The state that decides the order of ``loader``'s next pass: its generators and the global ones."""
+    return {"loader": [g.get_state() for g in _order_generators(loader)], "random": runtime.random_state()}
+
+
+def set_batch_order(loader: DataLoader, order: Mapping) -> None:
+    """Put back what :func:`batch_order` returned: the next pass yields the batches it would have then."""
+    for g, state in zip(_order_generators(loader), order["loader"]):
+        g.set_state(state)
+    runtime.set_random_state(order["random"])
+
+
+def epoch_batches(loader: DataLoader, progress: FitProgress, resumed: Mapping | None, record: bool) -> Iterator:
+    """The batches of the epoch under way that are still to do.
+
+    A new epoch records its batch order in ``progress`` (if ``record``: the run
+    has a checkpoint). A resumed one (``resumed`` holds the stopped run's random
+    generators) puts that order back, skips the batches already done, then puts
+    the generators back where they stopped.
+    """
+    if resumed is None:
+        progress.order = batch_order(loader) if record else None
+    else:
+        set_batch_order(loader, progress.order)
+    batches = iter(loader)
+    for _ in range(progress.tally.steps):
+        next(batches)
+    if resumed is not None:
+        runtime.set_random_state(resumed["random"])
+    return batches
+
+
 def fit(
     model: nn.Module,
     train: Data,
@@ -157,6 +256,7 @@ def fit(
     device: torch.device | None = None,
     desc: str = "training",
     max_steps: int | None = None,
+    checkpoint: runtime.Checkpoint | None = None,
 ) -> History:
     """Train ``model`` on ``train``; keep the weights that did best on ``val``.
 
@@ -169,6 +269,12 @@ def fit(
     ``max_steps`` stops after that many optimizer steps (the store's provenance
     test re-runs a recipe's first steps this way); ``history.step_loss`` holds
     every step's loss.
+
+    With ``checkpoint`` (a :class:`mtl_course.runtime.Checkpoint`) the run saves
+    its state every few minutes (model, optimizer, history, best state, the
+    epoch and step, the random generators) and a run started again with the
+    same checkpoint continues where it stopped, ending with the same parameters
+    and history as one that was never stopped.
     """
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
@@ -179,11 +285,29 @@ def fit(
             raise ValueError("the model has no trainable parameters: unfreeze some before calling fit")
         optimizer = torch.optim.Adam(trainable, lr=lr)
     loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed)
-    history, best_state, best_score, bad_epochs = History(), None, None, 0
-    bar = runtime.progress(range(num_epochs), desc=desc)
-    for epoch in bar:
-        history.train_loss.append(train_epoch(model, loader, optimizer, loss_fn, device,
-                                              history.step_loss, max_steps))
+    signature = {"loop": "fit", "num_epochs": num_epochs, "batch_size": batch_size, "seed": seed,
+                 "max_steps": max_steps, "patience": patience, "examples": _size(loader.dataset)}
+    run = runtime.Resumable(checkpoint, signature, model, optimizer)
+    history, progress = History(), FitProgress()
+    resumed = run.restore()
+    if resumed is not None:
+        history = History(**resumed["history"])
+        progress = FitProgress(**{**resumed["progress"], "tally": EpochTally(**resumed["progress"]["tally"])})
+
+    def state() -> dict:
+        return {"history": asdict(history), "progress": asdict(progress)}
+
+    if resumed is not None and progress.finished:
+        runtime.set_random_state(resumed["random"])  # a finished run: only its end state to restore
+    todo = range(num_epochs if progress.finished else progress.epoch, num_epochs)
+    bar = runtime.progress(todo, desc=desc, initial=num_epochs - len(todo), total=num_epochs)
+    for _ in bar:
+        batches = epoch_batches(loader, progress, resumed, record=checkpoint is not None)
+        resumed = None
+        train_steps(model, batches, optimizer, progress.tally, loss_fn, device, history.step_loss, max_steps,
+                    after_step=lambda: run.save_if_due(state))
+        history.train_loss.append(progress.tally.mean_loss)
+        epoch, progress.epoch, progress.tally = progress.epoch, progress.epoch + 1, EpochTally()
         if max_steps is not None and len(history.step_loss) >= max_steps:
             break
         if val is None:
@@ -192,22 +316,29 @@ def fit(
         history.val_loss.append(val_loss)
         history.val_metric.append(val_metric if val_metric is not None else val_loss)
         score = val_metric if val_metric is not None else -val_loss
-        if metric is not None and not higher_is_better:
-            score = -score
-        if best_score is None or score > best_score:
-            best_score, bad_epochs, history.best_epoch = score, 0, epoch
-            if restore_best:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
+        keep_if_best(model, score if metric is None or higher_is_better else -score, epoch, history, progress,
+                     restore_best)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val=f"{history.val_metric[-1]:.3f}")
-        if patience is not None and bad_epochs >= patience:
+        if patience is not None and progress.bad_epochs >= patience:
             history.stopped_early = True
             break
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+    progress.finished = True
+    run.finish(state)
+    if restore_best and progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     return history
+
+
+def keep_if_best(model: nn.Module, score: float, epoch: int, history: History, progress: FitProgress,
+                 restore_best: bool) -> None:
+    """Record ``epoch`` as the best so far if its validation ``score`` (higher is better) beats the best."""
+    if progress.best_score is None or score > progress.best_score:
+        progress.best_score, progress.bad_epochs, history.best_epoch = score, 0, epoch
+        if restore_best:
+            progress.best_state = copy.deepcopy(model.state_dict())
+    else:
+        progress.bad_epochs += 1
 
 
 @torch.no_grad()

@@ -20,7 +20,9 @@ backbone whose body is cut into **blocks** (``block1 .. block4`` of
 * :func:`reinit_head` -- re-initialising the last layer;
 * :func:`gradual_unfreezing` -- ULMFiT's schedule, top block first;
 * :func:`lp_ft` -- linear probing, then full fine-tuning from the probed head;
-* :func:`surgical_fine_tune` -- tune one chosen block only.
+* :func:`surgical_fine_tune` -- tune one chosen block only;
+* :func:`wise_ft` -- mix the weights of a model and its fine-tuned copy;
+* :func:`add_lora` -- low-rank adaptation: train a low-rank update of each layer.
 
 All of them train with :func:`mtl_course.training.fit`, passing it an optimizer
 built from per-block parameter groups (:func:`layerwise_param_groups`).
@@ -32,6 +34,7 @@ explorer of Chapter 2 live in :mod:`mtl_course.viz` and :mod:`mtl_course.widgets
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 import time
@@ -344,6 +347,107 @@ def lp_ft(model: nn.Module, train, val=None, *, num_classes: int | None = None, 
 
 
 # ---------------------------------------------------------------------------
+# Weight-space ensembles (WiSE-FT) and low-rank adaptation (LoRA)
+# ---------------------------------------------------------------------------
+
+
+def wise_ft(start: nn.Module, tuned: nn.Module, alpha: float) -> nn.Module:
+    """WiSE-FT (Wortsman et al., 2022): the model whose weights mix two models of one architecture.
+
+    Eq. 2.3 of the book, :math:`\\theta(\\alpha) = (1 - \\alpha)\\,\\theta_{start} + \\alpha\\,\\theta_{tuned}`,
+    for every parameter and floating-point buffer; ``alpha = 0`` gives ``start``
+    and ``alpha = 1`` gives ``tuned``. The mix is meaningful when ``tuned`` was
+    fine-tuned from ``start`` (LP-FT from its linear probe), so that both share
+    the head. Returns a new model; neither input changes.
+
+    >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
+    >>> mixed = wise_ft(a, b, 0.25)
+    >>> torch.allclose(mixed.weight, 0.75 * a.weight + 0.25 * b.weight)
+    True
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"wise_ft mixes two models with 0 <= alpha <= 1, got {alpha!r}")
+    a, b = start.state_dict(), tuned.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("wise_ft needs two models of the same architecture (the same state_dict keys and "
+                         "shapes); fine-tune a copy of the start model and mix the two")
+    mixed = copy.deepcopy(tuned)
+    mixed.load_state_dict({k: torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else b[k]
+                           for k in a})
+    return mixed
+
+
+class LoRA(nn.Module):
+    """A frozen linear or convolutional layer plus a trainable low-rank update (Hu et al., 2021).
+
+    The layer's weight :math:`W` (``out`` x ``fan_in`` once flattened) becomes
+    :math:`W + \\frac{\\alpha}{r} B A` with :math:`A \\in \\mathbb{R}^{r \\times fan_{in}}`
+    drawn at random and :math:`B \\in \\mathbb{R}^{out \\times r}` starting at zero, so
+    the wrapped layer starts out computing exactly what the pre-trained one did.
+    Only :math:`A` and :math:`B` are trained: :math:`r (out + fan_{in})` numbers
+    instead of :math:`out \\cdot fan_{in}`.
+    """
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, rank: int, alpha: float | None = None) -> None:
+        super().__init__()
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            raise ValueError(f"LoRA wraps nn.Conv2d or nn.Linear layers, got a {type(layer).__name__}")
+        out, fan_in = layer.weight.shape[0], layer.weight[0].numel()
+        if not isinstance(rank, int) or not 1 <= rank <= min(out, fan_in):
+            raise ValueError(f"LoRA's rank must be an int from 1 to {min(out, fan_in)} for this layer, "
+                             f"got {rank!r}")
+        self.layer = layer.requires_grad_(False)
+        weight = layer.weight
+        self.A = nn.Parameter(torch.randn(rank, fan_in, dtype=weight.dtype, device=weight.device)
+                              / fan_in ** 0.5)
+        self.B = nn.Parameter(torch.zeros(out, rank, dtype=weight.dtype, device=weight.device))
+        self.scale = (rank if alpha is None else alpha) / rank
+
+    def delta(self) -> torch.Tensor:
+        """The low-rank update :math:`\\frac{\\alpha}{r} B A`, in the shape of the layer's weight."""
+        return (self.scale * self.B @ self.A).view_as(self.layer.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.layer.weight + self.delta()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, weight, self.layer.bias)
+        return nn.functional.linear(x, weight, self.layer.bias)
+
+    def merged(self) -> nn.Module:
+        """A plain layer with the update folded into its weight: no cost at inference."""
+        layer = copy.deepcopy(self.layer)
+        with torch.no_grad():
+            layer.weight += self.delta()
+        return layer
+
+
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> nn.Module:
+    """Wrap every convolution and linear layer of the body in :class:`LoRA` and train only those and the head.
+
+    Works in place on ``model`` (pass a copy to keep the original) and returns it.
+    Everything else of the body, normalisation layers included, is frozen.
+    """
+    blocks = blocks_of(model)
+    freeze(model)
+    for _, block in blocks:
+        for name, layer in list(block.named_modules()):
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                parent, _, leaf = name.rpartition(".")
+                setattr(block.get_submodule(parent) if parent else block, leaf, LoRA(layer, rank, alpha))
+    unfreeze(model, [HEAD])
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every :class:`LoRA` wrapper of ``model`` by its merged layer (in place; returns ``model``)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRA):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, module.merged())
+    return model
+
+
+# ---------------------------------------------------------------------------
 # Measuring feature distortion and aligning feature statistics
 # ---------------------------------------------------------------------------
 
@@ -506,15 +610,19 @@ def _load_checkpoint(path: Path) -> dict | None:
 
 
 def pretrain_source_model(train: LabelledSet, val: LabelledSet, config: SourceConfig,
-                          device: torch.device | None = None,
-                          max_steps: int | None = None) -> tuple[nn.Module, float, training.History]:
-    """Train a Conv-4 classifier on the source task; returns it, its source validation accuracy and history."""
+                          device: torch.device | None = None, max_steps: int | None = None,
+                          checkpoint: runtime.Checkpoint | None = None,
+                          ) -> tuple[nn.Module, float, training.History]:
+    """Train a Conv-4 classifier on the source task; returns it, its source validation accuracy and history.
+
+    With ``checkpoint`` a stopped run continues where it stopped (:func:`training.fit`).
+    """
     runtime.seed_everything(config.seed)
     model = models.Conv4(train.X.shape[1], config.hidden, train.num_classes, norm=config.norm,
                          image_size=train.X.shape[-1]).to(device or runtime.get_device())
     history = training.fit(model, train, val, num_epochs=config.num_epochs, lr=config.lr,
                            batch_size=config.batch_size, seed=config.seed, max_steps=max_steps,
-                           desc="pre-training the source model")
+                           desc="pre-training the source model", checkpoint=checkpoint)
     return model, float(training.evaluate(model, val)[1]), history
 
 
@@ -528,7 +636,8 @@ def _source_recipe_config(config: SourceConfig) -> dict:
 
 
 def train_source_recipe(config: dict, seed: int, max_steps: int | None = None,
-                        device: torch.device | None = None) -> store.Trained:
+                        device: torch.device | None = None,
+                        checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe for Chapter 2's source model: :func:`pretrain_source_model` on the Glyphs source task."""
     from .data import load_glyphs
 
@@ -536,7 +645,8 @@ def train_source_recipe(config: dict, seed: int, max_steps: int | None = None,
     data = load_glyphs(seed=settings.glyph_seed)
     classes = source_classes(data, settings)
     train, val = _source_split(data, classes, settings)
-    model, val_accuracy, history = pretrain_source_model(train, val, settings, device, max_steps)
+    model, val_accuracy, history = pretrain_source_model(train, val, settings, device, max_steps,
+                                                           checkpoint)
     return store.Trained(model, {"source_val_acc": val_accuracy}, history.step_loss,
                          {"classes": classes, "epoch_train_loss": history.train_loss,
                           "epoch_val_acc": history.val_metric, "data_fingerprint": _fingerprint(train)})
@@ -635,10 +745,12 @@ def resnet18_lp_ft(train, val, num_classes: int, *, pretrained: bool = True, ima
 
 __all__ = [
     "HEAD",
+    "LoRA",
     "SourceConfig",
     "SourceModel",
     "Stage",
     "ULMFIT_FACTOR",
+    "add_lora",
     "align_features",
     "blocks_of",
     "discriminative_lrs",
@@ -653,6 +765,7 @@ __all__ = [
     "linear_cka",
     "linear_probe",
     "lp_ft",
+    "merge_lora",
     "pretrain_source_model",
     "reinit_head",
     "resnet18_lp_ft",
@@ -664,4 +777,5 @@ __all__ = [
     "trainable_layers",
     "unfreeze",
     "unfreezing_schedule",
+    "wise_ft",
 ]

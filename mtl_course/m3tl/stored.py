@@ -91,16 +91,18 @@ def source_samplers(net: M3TLNet, data: MultiModalSet, meta_batch: int, seed: in
 
 
 def meta_train_chapter(net: M3TLNet, data: MultiModalSet, recipe: M3TLRecipe, num_steps: int, seed: int = 0,
-                       val_episodes: Mapping | None = None) -> meta.MetaHistory:
+                       val_episodes: Mapping | None = None,
+                       checkpoint: runtime.Checkpoint | None = None) -> meta.MetaHistory:
     """Section 8.3's meta-training: heads adapted in the inner loop, everything that learns in the outer loop."""
     return meta_train(net, source_samplers(net, data, recipe.meta_batch, seed), num_steps=num_steps,
                       meta_lr=recipe.meta_lr, inner_lr={t: inner_lr_of(net, t) for t in SOURCE_TASKS},
                       inner_steps=recipe.inner_steps, inner_parts="head", val_episodes=val_episodes,
-                      eval_every=recipe.eval_every)
+                      eval_every=recipe.eval_every, checkpoint=checkpoint)
 
 
 def train_m3tl_recipe(config: dict, seed: int, max_steps: int | None = None,
-                      device: torch.device | None = None) -> store.Trained:
+                      device: torch.device | None = None,
+                      checkpoint: runtime.Checkpoint | None = None) -> store.Trained:
     """The store's recipe: :func:`meta_train_chapter` on the meta-training alphabets, validated on others."""
     recipe = M3TLRecipe(**config)
     device = device or runtime.get_device()
@@ -117,7 +119,7 @@ def train_m3tl_recipe(config: dict, seed: int, max_steps: int | None = None,
                                         seed=100 + i).episodes(recipe.val_episodes)
                         for i, t in enumerate(SOURCE_TASKS)}
     steps = recipe.num_steps if max_steps is None else min(max_steps, recipe.num_steps)
-    history = meta_train_chapter(net_c, train_c, recipe, steps, seed, val_episodes)
+    history = meta_train_chapter(net_c, train_c, recipe, steps, seed, val_episodes, checkpoint)
     metrics = {}
     if history.val_metric:
         metrics["val_query_loss"] = min(history.val_metric)

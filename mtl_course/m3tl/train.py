@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -182,6 +183,7 @@ def meta_train(
     val_episodes: Mapping[str, Sequence[Episode]] | None = None,
     eval_every: int = 50,
     desc: str = "meta-training M3TL",
+    checkpoint: runtime.Checkpoint | None = None,
 ) -> meta.MetaHistory:
     """Bi-level meta-training over source tasks of different kinds (review Eqs. 5-6).
 
@@ -194,7 +196,9 @@ def meta_train(
     not frozen, fusion, backbone and every head. With ``val_episodes`` the
     state with the lowest summed validation query loss is kept (checked every
     ``eval_every`` steps). With a single source task this is exactly
-    :func:`mtl_course.meta.meta_train` (MAML on that task's path).
+    :func:`mtl_course.meta.meta_train` (MAML on that task's path). With
+    ``checkpoint`` a stopped run resumes where it stopped, as
+    :func:`mtl_course.meta.meta_train`'s does (every sampler replayed).
     """
     if not net.config.meta:
         raise ValueError(f"this configuration (reduction {net.config.reduction!r}) has no meta-optimisation "
@@ -207,9 +211,24 @@ def meta_train(
     rates = _per_task(inner_lr, list(views), "inner_lr")
     keys = {t: v.keys(inner_parts) for t, v in views.items()}
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=meta_lr)
-    history, best_state, best_score = meta.MetaHistory(), None, math.inf
+    history, best_state, best_score, done = meta.MetaHistory(), None, math.inf, 0
+    signature = {"loop": "m3tl.meta_train", "tasks": list(samplers), "num_steps": num_steps,
+                 "inner_steps": inner_steps, "inner_lr": rates}
+    run = runtime.Resumable(checkpoint, signature, net, optimizer)
+
+    def state() -> dict:
+        return {"step": done, "history": asdict(history), "best": best_state, "best_score": best_score}
+
+    saved = run.restore()
+    if saved is not None:
+        for _ in range(saved["step"]):
+            for sample in samplers.values():
+                sample()  # each sampler's own generator moves on as in the stopped run
+        runtime.set_random_state(saved["random"])
+        history, best_state = meta.MetaHistory(**saved["history"]), saved["best"]
+        best_score, done = saved["best_score"], saved["step"]
     net.train()
-    for step in runtime.progress(range(1, num_steps + 1), desc=desc):
+    for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
         optimizer.zero_grad(set_to_none=True)
         total, metrics = 0, []
         for t, view in views.items():
@@ -230,6 +249,10 @@ def meta_train(
             if score < best_score:
                 best_score, history.best_step, best_state = score, step, copy.deepcopy(net.state_dict())
             net.train()
+        done = step
+        if step < num_steps:
+            run.save_if_due(state)
+    run.finish(state)
     if best_state is not None:
         net.load_state_dict(best_state)
     return history
