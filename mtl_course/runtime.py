@@ -7,8 +7,8 @@ Every notebook starts with::
     runtime.seed_everything(0)
 
 and sizes its experiments with :func:`by_profile`, so the same notebook runs
-in about two minutes on a laptop CPU (``quick``) and reproduces published
-settings on a GPU (``full``).
+in about two minutes on a laptop CPU (``quick``, the default everywhere) and
+reproduces published settings on a GPU when asked to (``full``).
 """
 from __future__ import annotations
 
@@ -141,23 +141,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def get_profile(device: torch.device | str | None = None) -> str:
-    """The run profile: ``quick`` (small, CPU-sized) or ``full`` (published settings).
+def get_profile() -> str:
+    """The run profile: ``quick`` (the book's settings, CPU-sized) or ``full`` (the papers' settings).
 
-    ``MTL_COURSE_PROFILE`` overrides the choice; otherwise ``full`` on a CUDA
-    device and ``quick`` everywhere else.
+    ``quick`` unless ``MTL_COURSE_PROFILE`` says ``full``, on every device. The
+    quick profile loads the trained-model store and runs each notebook in about
+    two minutes on a laptop CPU and in seconds on a GPU; the full profile trains
+    for hours even on a GPU, so it is never chosen without being asked for
+    (:func:`describe` says how to switch).
     """
     value = os.environ.get("MTL_COURSE_PROFILE")
-    if value is not None:
-        value = value.strip().lower()
-        if value not in PROFILES:
-            raise ValueError(
-                f"MTL_COURSE_PROFILE={value!r} is not a profile; set it to 'quick' or 'full' "
-                "(or unset it to choose by device)."
-            )
-        return value
-    device = get_device() if device is None else torch.device(device)
-    return "full" if device.type == "cuda" else "quick"
+    if value is None:
+        return "quick"
+    value = value.strip().lower()
+    if value not in PROFILES:
+        raise ValueError(
+            f"MTL_COURSE_PROFILE={value!r} is not a profile; set it to 'quick' or 'full' "
+            "(or unset it for quick)."
+        )
+    return value
 
 
 def by_profile(quick: T, full: T, profile: str | None = None) -> T:
@@ -393,7 +395,12 @@ def compute_tag(device: torch.device | str) -> str:
 
 
 def describe() -> str:
-    """One line that says where this notebook is running (for the setup cell)."""
-    device = get_device()
-    line = f"device={device.type} profile={get_profile(device)} torch={torch.__version__.split('+')[0]}"
-    return line + (f" seed_offset={seed_offset()}" if seed_offset() else "")
+    """Where this notebook runs, and how to switch the profile (the setup cell prints it)."""
+    device, profile = get_device(), get_profile()
+    line = f"device={device.type} profile={profile} torch={torch.__version__.split('+')[0]}"
+    line += f" seed_offset={seed_offset()}" if seed_offset() else ""
+    if profile == "quick":
+        how = "quick profile, minutes on a CPU; the papers' settings (hours on a GPU): %env MTL_COURSE_PROFILE=full"
+    else:
+        how = "full profile, the papers' settings: hours even on a GPU; back to minutes: %env MTL_COURSE_PROFILE=quick"
+    return f"{line}\n{how}"

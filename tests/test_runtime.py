@@ -32,13 +32,16 @@ def test_device_preference_order(monkeypatch):
     assert runtime.get_device().type == "mps"
 
 
-def test_profile_follows_device_and_env(monkeypatch):
+def test_profile_is_quick_on_every_device_unless_asked_for_full(monkeypatch):
     monkeypatch.delenv("MTL_COURSE_PROFILE", raising=False)
-    assert runtime.get_profile("cpu") == "quick"
-    assert runtime.get_profile(torch.device("cuda")) == "full"
+    monkeypatch.setattr(runtime, "get_device", lambda: torch.device("cuda"))
+    assert runtime.get_profile() == "quick", "a GPU alone must not start hours of training"
+    assert "%env MTL_COURSE_PROFILE=full" in runtime.describe().splitlines()[1]
     monkeypatch.setenv("MTL_COURSE_PROFILE", "FULL")
-    assert runtime.get_profile("cpu") == "full"
+    assert runtime.get_profile() == "full"
     assert runtime.by_profile(quick=1, full=2) == 2
+    second = runtime.describe().splitlines()[1]
+    assert "hours" in second and "%env MTL_COURSE_PROFILE=quick" in second
     monkeypatch.setenv("MTL_COURSE_PROFILE", "fast")
     with pytest.raises(ValueError, match="'quick' or 'full'"):
         runtime.get_profile()
