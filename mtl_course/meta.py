@@ -29,7 +29,6 @@ Prototypical Networks (Snell et al., 2017).
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad, vmap
 
-from . import runtime
+from . import runtime, training
 from .data import Episode, stack_episodes
 from .metrics import EpisodeScores, accuracy  # EpisodeScores lives in metrics; meta.EpisodeScores stays
 from .models import functional_forward, params_of
@@ -682,7 +681,7 @@ def meta_train(
         if rates is not None:
             meta_params += list(rates.values())
         optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
-    history, best_state, best_score = MetaHistory(), None, -math.inf
+    history, best = MetaHistory(), training.BestOnValidation()
     higher_is_better = metric is not None
 
     def current_rates():
@@ -706,8 +705,7 @@ def meta_train(
     run = runtime.Resumable(checkpoint, signature, model, optimizer)
 
     def state() -> dict:
-        return {"step": done, "rates": current_rates(), "history": asdict(history), "best": best_state,
-                "best_score": best_score}
+        return {"step": done, "rates": current_rates(), "history": asdict(history), "best": asdict(best)}
 
     done = 0
     saved = run.restore()
@@ -716,8 +714,8 @@ def meta_train(
             sample_batch()  # the sampler's own generator moves on as in the stopped run
         runtime.set_random_state(saved["random"])  # then every generator is where it stopped
         set_rates(saved["rates"])
-        history, best_state = MetaHistory(**saved["history"]), saved["best"]
-        best_score, done = saved["best_score"], saved["step"]
+        history, best = MetaHistory(**saved["history"]), training.BestOnValidation(**saved["best"])
+        done = saved["step"]
 
     model.train()
     for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
@@ -740,16 +738,14 @@ def meta_train(
                 step_lrs=step_lrs)
             history.val_step.append(step)
             history.val_metric.append(scores.mean)
-            score = scores.mean if higher_is_better else -scores.mean
-            if score > best_score:
-                best_score, history.best_step, best_state = score, step, snapshot()
+            if best.update(scores.mean if higher_is_better else -scores.mean, step, snapshot):
+                history.best_step = step
             model.train()
         done = step
         if step < num_steps:
             run.save_if_due(state)
     run.finish(state)
-    if best_state is not None:
-        restore(best_state)
+    best.restore(restore)
     return history
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -419,16 +418,15 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
     optimizer = torch.optim.Adam(trainable, lr=meta_lr)
     rng = runtime.rng(seed)
     history, recent, regular_since_hard = MetaTransferHistory(), [], 0
-    best_state, best_score, tasks_seen = None, -math.inf, 0
+    best, tasks_seen = training.BestOnValidation(), 0
+
     def validate() -> None:
-        nonlocal best_state, best_score
         score = meta_test(model, *val, num_episodes=num_val_episodes, n_way=sampler.n_way, k_shot=sampler.k_shot,
                           q_queries=val_queries, inner_lr=inner_lr, inner_steps=inner_steps, seed=seed).mean
         history.tasks.append(tasks_seen)
         history.val_metric.append(score)
-        if score > best_score:
-            best_score, history.best_tasks = score, tasks_seen
-            best_state = copy.deepcopy(model.state_dict())
+        if best.update(score, tasks_seen, lambda: copy.deepcopy(model.state_dict())):
+            history.best_tasks = tasks_seen
         model.train()
 
     if val is not None:
@@ -457,8 +455,7 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
         tasks_seen += len(batch)
         if val is not None and (step % eval_every == 0 or step == num_batches):
             validate()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model.load_state_dict)
     return history
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import torch
 import torch.nn.functional as F
@@ -182,15 +182,51 @@ def evaluate(
 
 
 @dataclass
+class BestOnValidation:
+    """The best validation score so far (higher is better), when it came, and the state to go back to.
+
+    Every training loop of the course keeps the weights that did best on
+    validation with one of these: :meth:`update` after each evaluation,
+    :meth:`restore` once training stops. ``since`` counts the evaluations since
+    the best, for early stopping. Its fields are plain data, so a checkpoint
+    saves it with :func:`dataclasses.asdict`.
+
+    >>> best = BestOnValidation()
+    >>> [best.update(score, step, lambda: f"weights at {step}") for step, score in enumerate([0.5, 0.7, 0.6])]
+    [True, True, False]
+    >>> best.score, best.at, best.state, best.since
+    (0.7, 1, 'weights at 1', 1)
+    """
+
+    score: float | None = None
+    at: int | None = None
+    state: Any = None
+    since: int = 0
+
+    def update(self, score: float, at: int, snapshot: Callable[[], Any] | None = None) -> bool:
+        """Record ``score`` (evaluation ``at``); if it is the best yet, keep ``snapshot()`` and return True."""
+        if self.score is None or score > self.score:
+            self.score, self.at, self.since = score, at, 0
+            if snapshot is not None:
+                self.state = snapshot()
+            return True
+        self.since += 1
+        return False
+
+    def restore(self, load: Callable[[Any], Any]) -> None:
+        """Put the kept state back with ``load(state)`` (nothing happens if none was kept)."""
+        if self.state is not None:
+            load(self.state)
+
+
+@dataclass
 class FitProgress:
     """Where a run of :func:`fit` stands, besides its model, optimizer and history (what a checkpoint saves)."""
 
     epoch: int = 0
     tally: EpochTally = field(default_factory=EpochTally)  # the epoch under way
     order: dict | None = None  # the generators at the start of that epoch, which decide its batch order
-    best_score: float | None = None
-    best_state: dict | None = None
-    bad_epochs: int = 0
+    best: BestOnValidation = field(default_factory=lambda: BestOnValidation())
     finished: bool = False
 
 
@@ -292,7 +328,9 @@ def fit(
     resumed = run.restore()
     if resumed is not None:
         history = History(**resumed["history"])
-        progress = FitProgress(**{**resumed["progress"], "tally": EpochTally(**resumed["progress"]["tally"])})
+        saved = resumed["progress"]
+        progress = FitProgress(**{**saved, "tally": EpochTally(**saved["tally"]),
+                                  "best": BestOnValidation(**saved["best"])})
 
     def state() -> dict:
         return {"history": asdict(history), "progress": asdict(progress)}
@@ -316,29 +354,18 @@ def fit(
         history.val_loss.append(val_loss)
         history.val_metric.append(val_metric if val_metric is not None else val_loss)
         score = val_metric if val_metric is not None else -val_loss
-        keep_if_best(model, score if metric is None or higher_is_better else -score, epoch, history, progress,
-                     restore_best)
+        snapshot = (lambda: copy.deepcopy(model.state_dict())) if restore_best else None
+        if progress.best.update(score if metric is None or higher_is_better else -score, epoch, snapshot):
+            history.best_epoch = epoch
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val=f"{history.val_metric[-1]:.3f}")
-        if patience is not None and progress.bad_epochs >= patience:
+        if patience is not None and progress.best.since >= patience:
             history.stopped_early = True
             break
     progress.finished = True
     run.finish(state)
-    if restore_best and progress.best_state is not None:
-        model.load_state_dict(progress.best_state)
+    progress.best.restore(model.load_state_dict)
     return history
-
-
-def keep_if_best(model: nn.Module, score: float, epoch: int, history: History, progress: FitProgress,
-                 restore_best: bool) -> None:
-    """Record ``epoch`` as the best so far if its validation ``score`` (higher is better) beats the best."""
-    if progress.best_score is None or score > progress.best_score:
-        progress.best_score, progress.bad_epochs, history.best_epoch = score, 0, epoch
-        if restore_best:
-            progress.best_state = copy.deepcopy(model.state_dict())
-    else:
-        progress.bad_epochs += 1
 
 
 @torch.no_grad()

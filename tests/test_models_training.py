@@ -176,3 +176,40 @@ def test_make_loader_yields_the_batches_of_a_plain_dataloader(shuffle, batch_siz
         assert len(got) == len(expected)
         for (gx, gy), (ex, ey) in zip(got, expected):
             assert torch.equal(gx, ex) and torch.equal(gy, ey)
+
+
+def test_training_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(training)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+def test_best_on_validation_keeps_the_first_of_equal_scores_and_counts_since():
+    best = training.BestOnValidation()
+    kept = [best.update(s, i, lambda i=i: i) for i, s in enumerate([0.2, 0.5, 0.5, 0.4])]
+    assert kept == [True, True, False, False]
+    assert (best.score, best.at, best.state, best.since) == (0.5, 1, 1, 2)
+    restored = []
+    best.restore(restored.append)
+    assert restored == [1]
+    training.BestOnValidation().restore(restored.append)  # nothing kept: nothing restored
+    assert restored == [1]
+
+
+def test_fit_restores_the_best_epoch_and_stops_after_patience(monkeypatch):
+    scores = iter([0.3, 0.6, 0.5, 0.4, 0.9])
+    states = []
+
+    def fake_evaluate(model, data, loss_fn=None, metric=None, device=None):
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return 1.0, next(scores)
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    X, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    history = training.fit(model, (X, y), (X, y), num_epochs=5, lr=0.1, batch_size=4, patience=2)
+    assert history.stopped_early and history.best_epoch == 1 and len(history.val_metric) == 4
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, states[1][k]), "the weights of the best epoch are put back"

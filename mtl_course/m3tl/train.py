@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import meta, runtime, transfer
+from .. import meta, runtime, training, transfer
 from ..data import Episode
 from ..data.multimodal import MultiModalSet
 from ..metrics import accuracy
@@ -211,13 +211,13 @@ def meta_train(
     rates = _per_task(inner_lr, list(views), "inner_lr")
     keys = {t: v.keys(inner_parts) for t, v in views.items()}
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=meta_lr)
-    history, best_state, best_score, done = meta.MetaHistory(), None, math.inf, 0
+    history, best, done = meta.MetaHistory(), training.BestOnValidation(), 0
     signature = {"loop": "m3tl.meta_train", "tasks": list(samplers), "num_steps": num_steps,
                  "inner_steps": inner_steps, "inner_lr": rates}
     run = runtime.Resumable(checkpoint, signature, net, optimizer)
 
     def state() -> dict:
-        return {"step": done, "history": asdict(history), "best": best_state, "best_score": best_score}
+        return {"step": done, "history": asdict(history), "best": asdict(best)}
 
     saved = run.restore()
     if saved is not None:
@@ -225,8 +225,8 @@ def meta_train(
             for sample in samplers.values():
                 sample()  # each sampler's own generator moves on as in the stopped run
         runtime.set_random_state(saved["random"])
-        history, best_state = meta.MetaHistory(**saved["history"]), saved["best"]
-        best_score, done = saved["best_score"], saved["step"]
+        history, best = meta.MetaHistory(**saved["history"]), training.BestOnValidation(**saved["best"])
+        done = saved["step"]
     net.train()
     for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
         optimizer.zero_grad(set_to_none=True)
@@ -246,15 +246,14 @@ def meta_train(
                                   inner_steps=inner_steps, metric=None).mean for t in views)
             history.val_step.append(step)
             history.val_metric.append(score)
-            if score < best_score:
-                best_score, history.best_step, best_state = score, step, copy.deepcopy(net.state_dict())
+            if best.update(-score, step, lambda: copy.deepcopy(net.state_dict())):  # a loss: lower is better
+                history.best_step = step
             net.train()
         done = step
         if step < num_steps:
             run.save_if_due(state)
     run.finish(state)
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    best.restore(net.load_state_dict)
     return history
 
 

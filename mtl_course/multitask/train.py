@@ -207,7 +207,7 @@ def fit_multitask(
                "aligned_mtl": aligned_mtl, "upgrad": upgrad, "rlw": lambda G: rlw(G, generator=order)}.get(method)
     regularizer = getattr(model, "regularizer", None)
     loader = training.make_loader((train.X, torch.arange(len(train))), batch_size=batch_size, shuffle=True, seed=seed)
-    history, best_state, bad_epochs = MultiTaskHistory(), None, 0
+    history, best = MultiTaskHistory(), training.BestOnValidation()
     weights = equal_weights(T).to(device)
 
     for epoch in runtime.progress(range(num_epochs), desc=desc or f"multi-task ({method})"):
@@ -262,14 +262,10 @@ def fit_multitask(
         reference = baseline if baseline is not None else history.val_metrics[0]
         score = delta_p(metrics, {n: reference[n] for n in names}, val.higher_is_better)
         history.val_score.append(score)
-        if history.best_epoch is None or score > history.val_score[history.best_epoch]:
-            history.best_epoch, bad_epochs = epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-            if patience is not None and bad_epochs >= patience:
-                history.stopped_early = True
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if best.update(score, epoch, lambda: copy.deepcopy(model.state_dict())):
+            history.best_epoch = epoch
+        elif patience is not None and best.since >= patience:
+            history.stopped_early = True
+            break
+    best.restore(model.load_state_dict)
     return history
