@@ -1,7 +1,7 @@
 """Training and scoring multi-task models.
 
-* :func:`fit_multitask` — the one multi-task training loop, parameterised by
-  the method: a loss weighting (``"equal"``, ``"uncertainty"``, ``"dwa"``,
+* :func:`fit_multitask` — the one multi-task training loop; the method plugs
+  into it as a small :class:`LossWeighting` object (:func:`method_step`): a loss weighting (``"equal"``, ``"uncertainty"``, ``"dwa"``,
   ``"gradnorm"``) or a gradient combination (``"pcgrad"``, ``"mgda"``,
   ``"cagrad"``, ``"imtl_g"``, ``"nash_mtl"``, ``"aligned_mtl"``, ``"upgrad"``,
   ``"rlw"``; :mod:`~mtl_course.multitask.gradients`) applied to the shared parameters;
@@ -141,6 +141,145 @@ def _check_method(method: str, model: nn.Module) -> list[nn.Parameter]:
     return shared
 
 
+class LossWeighting:
+    """A multi-task method's part of each training step: descend ``sum_i w_i L_i`` with weights ``w``.
+
+    :func:`fit_multitask` runs one loop for every method and calls these hooks:
+    :meth:`start_epoch`, then per batch :meth:`backward` (which writes the
+    gradients) and, after the optimizer's step, :meth:`after_step` when
+    ``needs_losses_after`` is set; :meth:`weights` is what the history records.
+    This base class is equal weighting; each method below changes one hook.
+    """
+
+    needs_gradients = False  # does backward need the task-gradient matrix G of the shared parameters?
+    needs_losses_after = False  # does after_step need the batch's losses after the step?
+
+    def __init__(self, num_tasks: int, device: torch.device) -> None:
+        self.current = equal_weights(num_tasks).to(device)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []  # learned alongside the model (uncertainty weighting's s_i)
+
+    def start_epoch(self, history: MultiTaskHistory) -> None:
+        pass
+
+    def loss(self, losses: torch.Tensor) -> torch.Tensor:
+        return (self.current * losses).sum()
+
+    def backward(self, losses: torch.Tensor, penalty: torch.Tensor | None, G: torch.Tensor | None) -> None:
+        total = self.loss(losses)
+        (total if penalty is None else total + penalty).backward()
+
+    def after_step(self, losses: torch.Tensor, losses_after: torch.Tensor) -> None:
+        pass
+
+    def weights(self) -> torch.Tensor:
+        return self.current
+
+    def end_epoch(self, history: MultiTaskHistory) -> None:
+        pass
+
+
+class DynamicWeightAverage(LossWeighting):
+    """DWA: each epoch's weights from the ratio of the last two epoch-average losses (``temperature``)."""
+
+    def __init__(self, num_tasks: int, device: torch.device, temperature: float) -> None:
+        super().__init__(num_tasks, device)
+        self.device, self.temperature = device, temperature
+
+    def start_epoch(self, history: MultiTaskHistory) -> None:
+        if history.train_loss:
+            self.current = dwa_weights(history.train_loss, self.temperature).to(self.device)
+
+
+class GradNormWeighting(LossWeighting):
+    """GradNorm: the weights move after each step towards balanced gradient norms on ``W`` (``alpha``)."""
+
+    def __init__(self, num_tasks: int, device: torch.device, shared: list[nn.Parameter], alpha: float) -> None:
+        super().__init__(num_tasks, device)
+        self.device, self.gradnorm, self.W = device, GradNorm(num_tasks, alpha=alpha), _last_shared_weight(shared)
+
+    def backward(self, losses, penalty, G) -> None:
+        norms = torch.stack([torch.autograd.grad(loss, self.W, retain_graph=True)[0].norm() for loss in losses])
+        self.current = self.gradnorm.weights.detach().to(self.device)
+        super().backward(losses, penalty, G)
+        self.gradnorm.update(losses, norms)
+
+
+class FAMOWeighting(LossWeighting):
+    """FAMO: weights from learned logits that move by how much each task's log-loss fell in the step."""
+
+    needs_losses_after = True
+
+    def __init__(self, num_tasks: int, device: torch.device) -> None:
+        super().__init__(num_tasks, device)
+        self.famo = FAMO(num_tasks)
+
+    def backward(self, losses, penalty, G) -> None:
+        self.current = self.famo.weights(losses)
+        super().backward(losses, penalty, G)
+
+    def after_step(self, losses: torch.Tensor, losses_after: torch.Tensor) -> None:
+        self.famo.update(losses, losses_after)
+
+
+class LearnedUncertainty(LossWeighting):
+    """Uncertainty weighting: descends ``sum_i exp(-s_i) L_i + s_i``, the ``s_i`` learned with the model."""
+
+    def __init__(self, num_tasks: int, device: torch.device) -> None:
+        super().__init__(num_tasks, device)
+        self.uncertainty = UncertaintyWeighting(num_tasks).to(device)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.uncertainty.parameters())
+
+    def loss(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.uncertainty(losses)
+
+    def weights(self) -> torch.Tensor:
+        return torch.exp(-self.uncertainty.log_vars.detach())
+
+    def end_epoch(self, history: MultiTaskHistory) -> None:
+        history.log_vars.append(self.uncertainty.log_vars.detach().cpu().tolist())
+
+
+class GradientCombination(LossWeighting):
+    """A gradient method: the shared parameters get ``T`` times ``combine(G)``, the others ``grad sum_i L_i``."""
+
+    needs_gradients = True
+
+    def __init__(self, num_tasks: int, device: torch.device, combine, shared: list[nn.Parameter],
+                 specific: list[nn.Parameter]) -> None:
+        super().__init__(num_tasks, device)
+        self.T, self.combine, self.shared, self.specific = num_tasks, combine, shared, specific
+
+    def backward(self, losses, penalty, G) -> None:
+        _write_combined_gradient(self.T * self.combine(G), losses, penalty, self.shared, self.specific)
+
+
+def task_losses(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], names: list[str],
+                specs: list) -> torch.Tensor:
+    """The vector of every task's loss on a batch, ``[L_1, ..., L_T]``, each from its :class:`TaskSpec`."""
+    return torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
+
+
+def method_step(method: str, num_tasks: int, device: torch.device, shared: list[nn.Parameter],
+                specific: list[nn.Parameter], *, c: float, alpha: float, temperature: float,
+                order: torch.Generator) -> LossWeighting:
+    """The :class:`LossWeighting` that makes ``method`` (one of :data:`METHODS`) in :func:`fit_multitask`."""
+    combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda, "mgda_l2": mgda_l2,
+               "cagrad": lambda G: cagrad(G, c=c), "imtl_g": imtl_g, "nash_mtl": nash_mtl,
+               "aligned_mtl": aligned_mtl, "upgrad": upgrad, "rlw": lambda G: rlw(G, generator=order)}
+    if method in combine:
+        return GradientCombination(num_tasks, device, combine[method], shared, specific)
+    weightings = {"equal": lambda: LossWeighting(num_tasks, device),
+                  "uncertainty": lambda: LearnedUncertainty(num_tasks, device),
+                  "dwa": lambda: DynamicWeightAverage(num_tasks, device, temperature),
+                  "gradnorm": lambda: GradNormWeighting(num_tasks, device, shared, alpha),
+                  "famo": lambda: FAMOWeighting(num_tasks, device)}
+    return weightings[method]()
+
+
 def fit_multitask(
     model: nn.Module,
     train: MultiTaskSet,
@@ -196,62 +335,40 @@ def fit_multitask(
     params = [p for p in model.parameters() if p.requires_grad]
     shared_ids = {id(p) for p in shared}
     specific = [p for p in params if id(p) not in shared_ids]
-    uncertainty = UncertaintyWeighting(T).to(device) if method == "uncertainty" else None
-    gradnorm = GradNorm(T, alpha=alpha) if method == "gradnorm" else None
-    gradnorm_W = _last_shared_weight(shared) if gradnorm else []
-    famo = FAMO(T) if method == "famo" else None
-    optimizer = torch.optim.Adam(params + (list(uncertainty.parameters()) if uncertainty else []), lr=lr, foreach=True)
-    order = runtime.generator(seed)  # PCGrad's random task orders
-    combine = {"pcgrad": lambda G: pcgrad(G, generator=order), "mgda": mgda, "mgda_l2": mgda_l2,
-               "cagrad": lambda G: cagrad(G, c=c), "imtl_g": imtl_g, "nash_mtl": nash_mtl,
-               "aligned_mtl": aligned_mtl, "upgrad": upgrad, "rlw": lambda G: rlw(G, generator=order)}.get(method)
+    step = method_step(method, T, device, shared, specific, c=c, alpha=alpha, temperature=temperature,
+                       order=runtime.generator(seed))  # the generator draws PCGrad's orders and RLW's weights
+    optimizer = torch.optim.Adam(params + step.parameters(), lr=lr, foreach=True)
     regularizer = getattr(model, "regularizer", None)
     loader = training.make_loader((train.X, torch.arange(len(train))), batch_size=batch_size, shuffle=True, seed=seed)
     history, best = MultiTaskHistory(), training.BestOnValidation()
-    weights = equal_weights(T).to(device)
 
     for epoch in runtime.progress(range(num_epochs), desc=desc or f"multi-task ({method})"):
         model.train()
-        if method == "dwa":
-            weights = dwa_weights(history.train_loss, temperature).to(device) if history.train_loss else weights
+        step.start_epoch(history)
         sums, count, weight_sum = torch.zeros(T), 0, torch.zeros(T)
         cosines = []
         for X, idx in loader:
             X = X.to(device)
-            outputs = model(X)
             targets = {n: train.targets[n][idx].to(device) for n in names}
-            losses = torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
+            losses = task_losses(model(X), targets, names, specs)
             penalty = regularizer() if regularizer is not None else None
             optimizer.zero_grad(set_to_none=True)
-            G = task_gradient_matrix(losses, shared) if (method in GRADIENT_METHODS or (record_cosine and shared)) else None
-            if combine is not None:
-                _write_combined_gradient(T * combine(G), losses, penalty, shared, specific)
-            else:
-                if method == "gradnorm":
-                    norms = torch.stack([torch.autograd.grad(loss, gradnorm_W, retain_graph=True)[0].norm() for loss in losses])
-                    weights = gradnorm.weights.detach().to(device)
-                if famo is not None:
-                    weights = famo.weights(losses)
-                total = uncertainty(losses) if uncertainty is not None else (weights * losses).sum()
-                (total if penalty is None else total + penalty).backward()
-                if gradnorm is not None:
-                    gradnorm.update(losses, norms)
+            G = task_gradient_matrix(losses, shared) if step.needs_gradients or (record_cosine and shared) else None
+            step.backward(losses, penalty, G)
             optimizer.step()
-            if famo is not None:
+            if step.needs_losses_after:
                 with torch.no_grad():  # the same batch's losses after the step
-                    outputs = model(X)
-                    after = torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
-                famo.update(losses, after)
+                    after = task_losses(model(X), targets, names, specs)
+                step.after_step(losses, after)
             n = len(X)
             sums += losses.detach().cpu() * n
             count += n
-            weight_sum += (torch.exp(-uncertainty.log_vars.detach()) if uncertainty is not None else weights).cpu() * n
+            weight_sum += step.weights().cpu() * n
             if G is not None and record_cosine:
                 cosines.append(gradient_cosine(G.detach()).cpu())
         history.train_loss.append((sums / count).tolist())
         history.weights.append((weight_sum / count).tolist())
-        if uncertainty is not None:
-            history.log_vars.append(uncertainty.log_vars.detach().cpu().tolist())
+        step.end_epoch(history)
         if cosines:
             history.cosine.append(torch.stack(cosines).mean(0).numpy())
             history.conflict.append((torch.stack(cosines) < 0).double().mean(0).numpy())
