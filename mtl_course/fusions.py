@@ -113,16 +113,14 @@ def multitask_meta_objective(model: nn.Module, batches: Mapping[str, Sequence[Ep
 
     where each task ``i`` of kind ``k`` adapts the shared body ``θ_sh`` and its
     kind's head ``θ_k`` on its support set (:func:`mtl_course.meta.meta_objective`
-    on :func:`kind_view`). ``meta_kwargs`` go to ``meta_objective``
+    on :func:`kind_view`, through :func:`mtl_course.meta.multitask_meta_objective`, which
+    Chapter 8's M3TL shares). ``meta_kwargs`` go to ``meta_objective``
     (``loss_fn``, ``inner_lr``, ``inner_steps``, ``first_order``, ``backend``).
     """
-    if not batches:
-        raise ValueError("multitask_meta_objective needs a meta-batch for at least one kind")
-    total = 0.0
-    for kind, batch in batches.items():
-        view, keys = kind_view(model, kind)
-        total = total + meta.meta_objective(view, batch, adapt_keys=keys, **meta_kwargs).loss
-    return total / len(batches)
+    views = {kind: kind_view(model, kind) for kind in batches}
+    return meta.multitask_meta_objective(
+        {kind: (view, batches[kind], {"adapt_keys": keys, **meta_kwargs}) for kind, (view, keys) in views.items()},
+        reduction="mean")[0]
 
 
 def multitask_meta_train(model: nn.Module, sample_batches: Callable[[], Mapping[str, Sequence[Episode]]], *,

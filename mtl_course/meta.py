@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -559,6 +559,31 @@ def evaluate_episodes(
     finally:
         model.train(was_training)
     return EpisodeScores.from_values(values)
+
+
+def multitask_meta_objective(tasks: Mapping[str, tuple[nn.Module, Batch, Mapping[str, Any]]],
+                             reduction: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
+    """The multi-task meta-objective: every task's outer objective on its own view of one network.
+
+    .. math:: \\frac{1}{|K|} \\sum_k \\frac{1}{T}\\sum_{i=1}^{T}
+              \\mathcal{L}\\big(\\phi_i(\\theta_{sh}, \\theta_k), D_i^{query}\\big)
+
+    ``tasks[k] = (view, batch, settings)``: the network as task ``k`` sees it (the
+    shared body ``θ_sh`` and its head ``θ_k``), a meta-batch of its episodes, and the
+    keywords of :func:`meta_objective` for it (``adapt_keys``, ``loss_fn``,
+    ``inner_lr``, ...). Chapter 7's multi-task meta-learning averages over the kinds
+    (``reduction="mean"``); Chapter 8's M3TL adds its source tasks (``"sum"``).
+    Returns the objective and each task's mean query loss.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if not tasks:
+        raise ValueError("the multi-task meta-objective needs a meta-batch for at least one task")
+    total, losses = 0.0, {}
+    for name, (view, batch, settings) in tasks.items():
+        loss = meta_objective(view, batch, **settings).loss
+        total, losses[name] = total + loss, loss.item()
+    return (total / len(tasks) if reduction == "mean" else total), losses
 
 
 # --------------------------------------------------------------------------------------

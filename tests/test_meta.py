@@ -558,3 +558,25 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         resumable_run(checkpoint, StopAfter(calls=3))
     with pytest.raises(ValueError, match="belongs to another run.*delete it"):
         resumable_run(runtime.Checkpoint(tmp_path / "run.pt"), StopAfter(), method="fomaml")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_multitask_meta_objective_combines_each_tasks_outer_objective(reduction):
+    a, b = tiny_mlp(0), tiny_mlp(1)
+    batches = {"a": sine_batch(seed=0), "b": sine_batch(seed=1)}
+    settings = {"a": {"loss_fn": F.mse_loss, "inner_lr": 0.01}, "b": {"loss_fn": F.mse_loss, "inner_lr": 0.05}}
+    total, losses = meta.multitask_meta_objective(
+        {"a": (a, batches["a"], settings["a"]), "b": (b, batches["b"], settings["b"])}, reduction=reduction)
+    each = {k: meta.meta_objective(m, batches[k], **settings[k]).loss for k, m in (("a", a), ("b", b))}
+    expected = (each["a"] + each["b"]) / (2 if reduction == "mean" else 1)
+    torch.testing.assert_close(total, expected)
+    assert losses == pytest.approx({k: v.item() for k, v in each.items()})
+    total.backward()
+    assert all(p.grad is not None for p in [*a.parameters(), *b.parameters()]), "every task's view gets gradients"
+
+
+def test_multitask_meta_objective_rejects_bad_input():
+    with pytest.raises(ValueError, match="'mean' or 'sum'"):
+        meta.multitask_meta_objective({"a": (tiny_mlp(), sine_batch(), {})}, reduction="max")
+    with pytest.raises(ValueError, match="at least one task"):
+        meta.multitask_meta_objective({})

@@ -230,17 +230,15 @@ def meta_train(
     net.train()
     for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
         optimizer.zero_grad(set_to_none=True)
-        total, metrics = 0, []
-        for t, view in views.items():
-            out = meta.meta_objective(view, samplers[t](), loss_fn=task_loss(view.spec.kind), inner_lr=rates[t],
-                                      inner_steps=inner_steps, first_order=first_order, adapt_keys=keys[t],
-                                      backend=backend)
-            total = total + out.loss
-            metrics.append(out.loss.item())
+        total, losses = meta.multitask_meta_objective(
+            {t: (view, samplers[t](), {"loss_fn": task_loss(view.spec.kind), "inner_lr": rates[t],
+                                       "inner_steps": inner_steps, "first_order": first_order,
+                                       "adapt_keys": keys[t], "backend": backend})
+             for t, view in views.items()}, reduction="sum")
         total.backward()
         optimizer.step()
         history.loss.append(float(total.item()))
-        history.metric.append(metrics)  # per-task query losses, in the order of `samplers`
+        history.metric.append(list(losses.values()))  # per-task query losses, in the order of `samplers`
         if val_episodes is not None and (step % eval_every == 0 or step == num_steps):
             score = sum(meta_test(net, t, val_episodes[t], parts=inner_parts, inner_lr=rates[t],
                                   inner_steps=inner_steps, metric=None).mean for t in views)
