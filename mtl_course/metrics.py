@@ -16,6 +16,13 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return (logits.argmax(dim=-1) == y).float().mean().item()
 
 
+def mean_absolute_error(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean absolute error, the metric of regression and dense tasks (lower is better)."""
+    if output.shape != target.shape:
+        raise ValueError(f"output shape {tuple(output.shape)} does not match target shape {tuple(target.shape)}")
+    return (output - target).abs().mean().item()
+
+
 def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """Mean and half-width of its Student-t confidence interval.
 

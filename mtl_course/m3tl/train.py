@@ -29,10 +29,10 @@ from torch import nn
 from .. import meta, runtime, training, transfer
 from ..data import Episode
 from ..data.multimodal import MultiModalSet
-from ..metrics import accuracy
+from ..metrics import mean_absolute_error  # noqa: F401  (still importable as m3tl.mean_absolute_error)
 from ..models import params_of
 from ..multitask import MultiTaskSet, fit_multitask
-from ..multitask.data import TaskSpec
+from ..multitask.data import KIND_LOSS, KIND_METRIC, TaskSpec
 from ..training import History
 from .network import M3TLNet, TaskNet
 
@@ -40,25 +40,16 @@ Sampler = Callable[[], Sequence[Episode]]
 
 
 def task_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The episode loss of a head kind: cross-entropy, or mean squared error (regression and dense)."""
-    if kind == "classification":
-        return F.cross_entropy
-    if kind in ("regression", "dense"):
-        return F.mse_loss
-    raise ValueError(f"unknown task kind {kind!r}")
-
-
-def mean_absolute_error(output: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean absolute error (the metric of regression and dense tasks; lower is better)."""
-    if output.shape != target.shape:
-        raise ValueError(f"output shape {tuple(output.shape)} does not match target shape {tuple(target.shape)}")
-    return (output - target).abs().mean().item()
+    """The episode loss of a head kind (:data:`~mtl_course.multitask.data.KIND_LOSS`): cross-entropy or MSE."""
+    if kind not in KIND_LOSS:
+        raise ValueError(f"unknown task kind {kind!r}")
+    return KIND_LOSS[kind]
 
 
 def task_metric(kind: str) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    """Accuracy for classification, mean absolute error otherwise."""
+    """Accuracy for classification, mean absolute error otherwise (:data:`~mtl_course.multitask.data.KIND_METRIC`)."""
     task_loss(kind)
-    return accuracy if kind == "classification" else mean_absolute_error
+    return KIND_METRIC[kind]
 
 
 @contextmanager

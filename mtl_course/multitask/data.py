@@ -24,9 +24,13 @@ import torch.nn.functional as F
 
 from .. import runtime
 from ..data import LabelledSet
-from ..metrics import accuracy
+from ..metrics import accuracy, mean_absolute_error
 
 TASK_KINDS = ("classification", "regression", "dense")
+KIND_LOSS = {"classification": F.cross_entropy, "regression": F.mse_loss, "dense": F.mse_loss}
+"""Each task kind's training loss on labelled outputs: the one place that maps a kind to its loss."""
+KIND_METRIC = {"classification": accuracy, "regression": mean_absolute_error, "dense": mean_absolute_error}
+"""Each task kind's metric: accuracy (higher is better) or mean absolute error (lower is better)."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,7 @@ class TaskSpec:
             output, target = output[keep], target[keep]
         if len(target) == 0:
             return output.sum() * 0.0
-        if self.kind == "classification":
-            return F.cross_entropy(output, target)
-        return F.mse_loss(output, target)
+        return KIND_LOSS[self.kind](output, target)
 
     def metric(self, output: torch.Tensor, target: torch.Tensor) -> float:
         """Accuracy, or mean absolute error, over the labelled rows."""
@@ -78,9 +80,7 @@ class TaskSpec:
         output, target = output[keep], target[keep]
         if len(target) == 0:
             raise ValueError(f"task {self.name!r} has no labelled examples to score")
-        if self.kind == "classification":
-            return accuracy(output, target)
-        return (output - target).abs().mean().item()
+        return KIND_METRIC[self.kind](output, target)
 
 
 @dataclass
