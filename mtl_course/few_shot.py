@@ -200,8 +200,7 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
     if method == "anil":
         return meta.evaluate_episodes(net.head, episodes(_features(net, part), n_way, k_shot, num, seed, q_queries),
                                       inner_lr=inner_lr, inner_steps=inner_steps, chunk_size=num)
-    adapt_as = "metasgd" if rates is not None else "maml"
-    return meta.evaluate_episodes(net, episodes(part, n_way, k_shot, num, seed, q_queries), method=adapt_as,
+    return meta.evaluate_episodes(net, episodes(part, n_way, k_shot, num, seed, q_queries),
                                   inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=rates,
                                   backend="loop", chunk_size=10)
 

@@ -504,6 +504,9 @@ def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr, st
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "metasgd" and per_param_lr is None:
         raise ValueError("method='metasgd' needs per_param_lr: create it with meta.init_per_param_lr(...)")
+    if per_param_lr is not None and method in ("reptile", "protonet"):
+        raise ValueError(f"per_param_lr (per-parameter inner learning rates) works with maml, fomaml, anil or "
+                         f"metasgd, not {method!r}")
     if step_lrs is not None and method not in ("maml", "fomaml", "anil"):
         raise ValueError(f"step_lrs (MAML++'s learned rates) work with maml, fomaml or anil, not {method!r}")
     if method == "anil" and adapt_keys is None:
@@ -511,7 +514,7 @@ def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr, st
     return {
         "first_order": method in ("fomaml", "reptile"),
         "adapt_keys": adapt_keys,
-        "per_param_lr": per_param_lr if method == "metasgd" else None,
+        "per_param_lr": per_param_lr,  # an option of the inner loop; "metasgd" only insists on it
         "step_lrs": step_lrs,
         "protonet": method == "protonet",
     }

@@ -580,3 +580,16 @@ def test_multitask_meta_objective_rejects_bad_input():
         meta.multitask_meta_objective({"a": (tiny_mlp(), sine_batch(), {})}, reduction="max")
     with pytest.raises(ValueError, match="at least one task"):
         meta.multitask_meta_objective({})
+
+
+def test_per_param_lr_is_an_option_of_the_inner_loop_not_a_method_name():
+    model, episodes = tiny_mlp(), sine_batch(num_tasks=4)
+    rates = meta.init_per_param_lr(dict(model.named_parameters()), 0.02)
+    kwargs = dict(inner_lr=0.5, inner_steps=2, loss_fn=F.mse_loss, metric=None, per_param_lr=rates)
+    as_maml = meta.evaluate_episodes(model, episodes, method="maml", **kwargs)
+    as_metasgd = meta.evaluate_episodes(model, episodes, method="metasgd", **kwargs)
+    plain = meta.evaluate_episodes(model, episodes, method="maml", **{**kwargs, "per_param_lr": None})
+    np.testing.assert_array_equal(as_maml.values, as_metasgd.values)
+    assert not np.allclose(as_maml.values, plain.values), "the per-parameter rates (0.02) replace inner_lr (0.5)"
+    with pytest.raises(ValueError, match="per_param_lr .* not 'reptile'"):
+        meta.evaluate_episodes(model, episodes, method="reptile", **kwargs)

@@ -277,11 +277,10 @@ def meta_test(net: M3TLNet, task: str, episodes: Sequence[Episode], *, parts: st
     keys = view.keys(parts)
     if not keys:
         raise ValueError(f"parts {parts!r} of task {task!r} have no trainable parameters to adapt")
-    settings = dict(method="maml", inner_lr=inner_lr)
-    if shared_lr_factor != 1.0:
-        settings = dict(method="metasgd", per_param_lr=part_rates(view, keys, inner_lr, shared_lr_factor))
-    return meta.evaluate_episodes(view, episodes, inner_steps=inner_steps, loss_fn=task_loss(kind), metric=metric,
-                                  adapt_keys=keys, backend=backend, chunk_size=chunk_size, **settings)
+    rates = part_rates(view, keys, inner_lr, shared_lr_factor) if shared_lr_factor != 1.0 else None
+    return meta.evaluate_episodes(view, episodes, inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=task_loss(kind),
+                                  metric=metric, per_param_lr=rates, adapt_keys=keys, backend=backend,
+                                  chunk_size=chunk_size)
 
 
 # ---------------------------------------------------------------------------
