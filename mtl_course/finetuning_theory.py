@@ -9,13 +9,23 @@ the head, :func:`fit_finetuned` starts from it and lets the representation
 move (a penalty on how far it moves). All three are closed forms.
 :func:`compare_representations` runs the chapter's experiment and
 :func:`mtl_course.viz.plot_representation_comparison` draws it.
+
+The second half meta-trains the representation itself, by autograd through each
+task's adaptation, with the paper's two kinds of objective:
+:func:`frozen_objective` (fit the head, representation fixed) and
+:func:`finetuning_objective` (fit the head, then a few gradient steps on
+representation and head). :func:`meta_train_representation` trains with either,
+:func:`adapted_coefficients` adapts a representation to new tasks with either
+test-time procedure, and :func:`compare_objectives` runs the chapter's
+comparison of the two.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from . import runtime
@@ -144,4 +154,209 @@ def _compare(deltas, ns, d, k, num_source, n_source, num_target, noise, seed) ->
                 risks["fine-tuned"].append(excess_risk(fit_finetuned(t.X, t.y, B_hat), t.beta))
             rows += [{"delta": float(delta), "n": int(n), "method": m, "risk": float(np.mean(v))}
                      for m, v in risks.items()]
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Meta-training objectives: a frozen-representation objective against a
+# fine-tuning-based one (Chua, Lei & Lee, 2021), in the same linear setting
+# ---------------------------------------------------------------------------
+#
+# Above, one representation (the source tasks' top singular vectors) is adapted
+# to the target in three ways. Below, the representation itself is meta-trained
+# by gradient descent on source tasks, with one of two objectives, and only the
+# objective differs between the two runs:
+#
+# * the frozen-representation objective (ANIL/ProtoNet-like) fits each task's
+#   head in closed form on its support set, the representation fixed, and scores
+#   the query loss;
+# * the fine-tuning objective (MAML-like) fits the same head, then takes a few
+#   gradient steps on the representation *and* the head on the support set, and
+#   scores the query loss of the adapted model. With zero steps it is the frozen
+#   objective.
+#
+# Both are differentiated by torch autograd (float64) through the task's
+# adaptation; tasks are a batch dimension (batched solves and matrix products).
+
+OBJECTIVES = ("frozen", "fine-tuning")
+"""The two meta-training objectives :func:`meta_train_representation` accepts."""
+
+PROCEDURES = ("frozen", "fine-tuned")
+"""The two test-time procedures :func:`adapted_coefficients` accepts."""
+
+
+@dataclass
+class TaskBatch:
+    """Tasks stacked along the first dimension (float64 tensors).
+
+    ``X_support`` is ``(T, n_support, d)``, ``y_support`` ``(T, n_support)``,
+    ``X_query`` and ``y_query`` likewise with ``n_query`` rows (possibly 0),
+    ``beta`` the true coefficient vectors, ``(T, d)``.
+    """
+
+    X_support: torch.Tensor
+    y_support: torch.Tensor
+    X_query: torch.Tensor
+    y_query: torch.Tensor
+    beta: torch.Tensor
+
+
+def task_batch(B: np.ndarray, delta: float, num_tasks: int, n_support: int, n_query: int,
+               noise: float, rng: np.random.Generator) -> TaskBatch:
+    """``num_tasks`` tasks of :func:`perturbed_task`, each split into a support and a query set."""
+    if num_tasks < 1 or n_support < 1 or n_query < 0:
+        raise ValueError("need num_tasks >= 1, n_support >= 1 and n_query >= 0")
+    tasks = [perturbed_task(B, delta, n_support + n_query, noise, rng) for _ in range(num_tasks)]
+    X = torch.from_numpy(np.stack([t.X for t in tasks]))
+    y = torch.from_numpy(np.stack([t.y for t in tasks]))
+    beta = torch.from_numpy(np.stack([t.beta for t in tasks]))
+    return TaskBatch(X[:, :n_support], y[:, :n_support], X[:, n_support:], y[:, n_support:], beta)
+
+
+def least_squares_head(X: torch.Tensor, y: torch.Tensor, B: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
+    """The frozen objective's inner solve: per task, ``ŵ = (BᵀXᵀXB + ridge·I)⁻¹ BᵀXᵀy``.
+
+    ``X`` is ``(T, n, d)``, ``y`` ``(T, n)``, ``B`` ``(d, k)``; returns the heads, ``(T, k)``.
+    Differentiable in ``B``.
+    """
+    Z = X @ B
+    gram = Z.mT @ Z + ridge * torch.eye(B.shape[1], dtype=B.dtype)
+    return torch.linalg.solve(gram, (Z.mT @ y.unsqueeze(-1))).squeeze(-1)
+
+
+def support_loss_gradients(X: torch.Tensor, y: torch.Tensor, B: torch.Tensor,
+                           w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of each task's mean squared error ``‖X B w − y‖²/n`` in ``B`` and in ``w``, batched.
+
+    With residuals ``r = X B w − y``: ``∂/∂B = (2/n) Xᵀ r wᵀ`` and ``∂/∂w = (2/n) Bᵀ Xᵀ r``.
+    ``X`` is ``(T, n, d)``, ``y`` ``(T, n)``, ``B`` ``(d, k)`` or ``(T, d, k)``, ``w`` ``(T, k)``.
+    """
+    residuals = (X @ (B @ w.unsqueeze(-1))).squeeze(-1) - y
+    Xr = (2 / X.shape[1]) * (X.mT @ residuals.unsqueeze(-1))  # (T, d, 1)
+    return Xr @ w.unsqueeze(-2), (B.mT @ Xr).squeeze(-1)
+
+
+def finetuned_coefficients(X: torch.Tensor, y: torch.Tensor, B: torch.Tensor, inner_steps: int = 5,
+                           step_size: float = 0.5, ridge: float = 1e-6) -> torch.Tensor:
+    """Fine-tune representation and head on each task's support set; returns ``β̂ = B_K w_K``, ``(T, d)``.
+
+    Start from ``B`` and the :func:`least_squares_head`, then take ``inner_steps``
+    gradient steps on ``(B, w)`` of the mean squared support error. The step
+    sizes are normalised by the curvature, ``step_size / (c‖w‖²)`` for ``B`` and
+    ``step_size / (c‖B‖_F²)`` for ``w`` with ``c = 2 λ_max(XᵀX)/n``, so that
+    ``0 < step_size < 1`` is stable whatever the scale of ``B``. With
+    ``inner_steps=0`` this is the frozen fit ``B ŵ``. Differentiable in ``B``.
+    """
+    if inner_steps < 0 or not 0 < step_size < 2:
+        raise ValueError("need inner_steps >= 0 and 0 < step_size < 2 (the normalised steps diverge beyond)")
+    w = least_squares_head(X, y, B, ridge)
+    curvature = (2 * torch.linalg.matrix_norm(X, ord=2) ** 2 / X.shape[1]).unsqueeze(-1)  # (T, 1)
+    B_t = B.expand(X.shape[0], *B.shape)
+    for _ in range(inner_steps):
+        g_B, g_w = support_loss_gradients(X, y, B_t, w)
+        rate_B = step_size / (curvature * (torch.sum(w ** 2, dim=-1, keepdim=True) + 1e-12))
+        rate_w = step_size / (curvature * (torch.sum(B_t ** 2, dim=(-2, -1)).unsqueeze(-1) + 1e-12))
+        B_t, w = B_t - rate_B.unsqueeze(-1) * g_B, w - rate_w * g_w
+    return (B_t @ w.unsqueeze(-1)).squeeze(-1)
+
+
+def adapted_coefficients(tasks: TaskBatch, B: torch.Tensor, procedure: str, inner_steps: int = 5,
+                         step_size: float = 0.5, ridge: float = 1e-6) -> torch.Tensor:
+    """Each task's ``β̂`` from its support set: ``"frozen"`` (head only) or ``"fine-tuned"`` (head and representation)."""
+    if procedure not in PROCEDURES:
+        raise ValueError(f"procedure must be one of {PROCEDURES}, got {procedure!r}")
+    X, y = tasks.X_support, tasks.y_support
+    if procedure == "frozen":
+        return least_squares_head(X, y, B, ridge) @ B.T
+    return finetuned_coefficients(X, y, B, inner_steps, step_size, ridge)
+
+
+def query_loss(tasks: TaskBatch, beta_hat: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the adapted ``β̂`` (``(T, d)``) on the tasks' query sets."""
+    if tasks.X_query.shape[1] == 0:
+        raise ValueError("these tasks have no query set: build them with n_query >= 1")
+    predictions = (tasks.X_query @ beta_hat.unsqueeze(-1)).squeeze(-1)
+    return torch.mean((predictions - tasks.y_query) ** 2)
+
+
+def frozen_objective(B: torch.Tensor, tasks: TaskBatch, ridge: float = 1e-6) -> torch.Tensor:
+    """Frozen-representation meta-objective: query loss after fitting only the head on the support set."""
+    return query_loss(tasks, adapted_coefficients(tasks, B, "frozen", ridge=ridge))
+
+
+def finetuning_objective(B: torch.Tensor, tasks: TaskBatch, inner_steps: int = 5, step_size: float = 0.5,
+                         ridge: float = 1e-6) -> torch.Tensor:
+    """Fine-tuning-based meta-objective: query loss after :func:`finetuned_coefficients` on the support set."""
+    return query_loss(tasks, finetuned_coefficients(tasks.X_support, tasks.y_support, B, inner_steps,
+                                                    step_size, ridge))
+
+
+def meta_train_representation(tasks: TaskBatch, objective: str, B_init: np.ndarray | torch.Tensor, *,
+                              num_steps: int = 150, lr: float = 0.05, inner_steps: int = 5,
+                              step_size: float = 0.5) -> tuple[torch.Tensor, list[float]]:
+    """Meta-train a ``(d, k)`` representation on source ``tasks`` with the ``"frozen"`` or ``"fine-tuning"`` objective.
+
+    Full-batch Adam (learning rate ``lr``) for ``num_steps`` outer steps from
+    ``B_init``; the outer gradient is autograd's through each task's adaptation.
+    Returns the representation and the meta-objective before each step.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    B = torch.as_tensor(B_init, dtype=torch.float64).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([B], lr=lr)
+    losses = []
+    for _ in range(num_steps):
+        optimizer.zero_grad()
+        if objective == "frozen":
+            loss = frozen_objective(B, tasks)
+        else:
+            loss = finetuning_objective(B, tasks, inner_steps, step_size)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return B.detach(), losses
+
+
+def principal_angle_sines(B: np.ndarray | torch.Tensor, B_hat: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Sines of the principal angles between ``span(B)`` and ``span(B_hat)`` (any bases), largest first."""
+    Q = np.linalg.qr(np.asarray(B, dtype=float))[0]
+    Q_hat = np.linalg.qr(np.asarray(B_hat, dtype=float))[0]
+    cosines = np.linalg.svd(Q.T @ Q_hat, compute_uv=False)
+    return np.sort(np.sqrt(np.clip(1 - cosines ** 2, 0, None)))[::-1]
+
+
+def compare_objectives(deltas: Sequence[float], seeds: Sequence[int], *, d: int = 20, k: int = 3,
+                       num_source: int = 100, n_support: int = 20, n_query: int = 20,
+                       num_target: int = 200, noise: float = 0.5, num_steps: int = 150, lr: float = 0.05,
+                       inner_steps: int = 5, step_size: float = 0.5) -> list[dict]:
+    """Meta-train with each objective, then score both test-time procedures on new target tasks.
+
+    For each seed and ``δ``: a shared orthonormal ``B`` (``d×k``), ``num_source``
+    source tasks (support and query sets), one random initialisation ``B_init``
+    used by both objectives, :func:`meta_train_representation` with each, then
+    ``num_target`` target tasks of ``n_support`` examples, the same for every
+    combination. Returns one row per (seed, δ, objective, procedure) with the
+    mean excess risk ``‖β̂ − β‖²`` over the targets and the largest principal-angle
+    sine between ``span(B)`` and the learned representation.
+    """
+    rows = []
+    for seed in seeds:
+        for delta in deltas:
+            rng = runtime.rng(seed)
+            B = np.linalg.qr(rng.standard_normal((d, k)))[0]
+            sources = task_batch(B, delta, num_source, n_support, n_query, noise, rng)
+            targets = task_batch(B, delta, num_target, n_support, 0, noise, rng)
+            B_init = rng.standard_normal((d, k)) / np.sqrt(d)
+            for objective in OBJECTIVES:
+                B_hat, _ = meta_train_representation(sources, objective, B_init, num_steps=num_steps, lr=lr,
+                                                     inner_steps=inner_steps, step_size=step_size)
+                sine = float(principal_angle_sines(B, B_hat)[0])
+                with torch.no_grad():
+                    for procedure in PROCEDURES:
+                        beta_hat = adapted_coefficients(targets, B_hat, procedure, inner_steps, step_size)
+                        risk = torch.sum((beta_hat - targets.beta) ** 2, dim=1).mean()
+                        rows.append({"seed": int(seed), "delta": float(delta), "objective": objective,
+                                     "procedure": procedure, "risk": float(risk), "sine": sine})
     return rows
