@@ -342,3 +342,85 @@ def test_plot_architecture_blacks_out_switched_off_parts():
     plt.close(fig)
     with pytest.raises(ValueError, match="reduction must be one of"):
         m3tl.plot_architecture(axes[0], "all")
+
+
+# ---------------------------------------------------------------------------
+# The pre-trained single-task baseline (Chapter 8, question Q1)
+# ---------------------------------------------------------------------------
+
+
+def test_cache_lower_blocks_gives_the_encoders_features_through_its_top_block():
+    data, encoder = _data(), _pretrained()
+    top, cached = m3tl.cache_lower_blocks(encoder, data, "image", top=1)
+    assert cached.inputs["image"].shape[1:] == (4, 2, 2)
+    assert torch.equal(cached.inputs["profile"], data.inputs["profile"])
+    with torch.no_grad():
+        assert torch.allclose(top.features(cached.inputs["image"]), encoder.features(data.inputs["image"]),
+                              atol=1e-6)
+    assert all(p.requires_grad for p in top.parameters())
+    top.blocks[0][0].weight.data.zero_()  # a copy: the encoder is untouched
+    assert encoder.block4[0].weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="top must be"):
+        m3tl.cache_lower_blocks(encoder, data, "image", top=5)
+    with pytest.raises(ValueError, match="no modality"):
+        m3tl.cache_lower_blocks(encoder, data, "sound")
+
+
+def _baseline(kind: str = "classification", fine_tune: bool = False):
+    data, encoder = _data(), _pretrained()
+    spec = m3tl.task("character", "classification", 4) if kind == "classification" else m3tl.task("angle",
+                                                                                                     "regression")
+    encoder.requires_grad_(fine_tune)
+    model = m3tl.PretrainedSingleTask(data.modality_shapes, {"image": encoder}, spec, data.packed())
+    return data, model
+
+
+def test_pretrained_single_task_standardises_its_features_and_starts_at_zero():
+    data, model = _baseline()
+    with torch.no_grad():
+        z = model.features(data.packed())
+        assert z.shape == (len(data), 4 + 6)
+        assert torch.allclose(z.mean(0), torch.zeros(10), atol=1e-5)
+        assert torch.allclose(z.std(0), torch.ones(10), atol=1e-4)
+        assert torch.equal(model(data.packed()), torch.zeros(len(data), 4))
+    with pytest.raises(ValueError, match="packed rows"):
+        model(data.inputs["profile"])
+    with pytest.raises(ValueError, match="unknown modality"):
+        m3tl.PretrainedSingleTask(data.modality_shapes, {"sound": None}, model.spec, data.packed())
+
+
+def test_single_task_probe_is_gradient_descent_on_the_head_alone():
+    data, model = _baseline()
+    episodes = TaskEpisodes(data, "character", n_way=4, k_shot=2, q_queries=3, seed=0).episodes(3)
+    scores = m3tl.single_task_test(model, episodes, inner_lr=0.5, inner_steps=5)
+    for episode, value in zip(episodes, scores.values):
+        head = copy.deepcopy(model.head)
+        with torch.no_grad():
+            zs, zq = model.features(episode.support_X), model.features(episode.query_X)
+        for _ in range(5):
+            loss = nn.functional.cross_entropy(head(zs), episode.support_y)
+            grads = torch.autograd.grad(loss, list(head.parameters()))
+            with torch.no_grad():
+                for p, g in zip(head.parameters(), grads):
+                    p -= 0.5 * g
+        expected = (head(zq).argmax(1) == episode.query_y).float().mean().item()
+        assert value == pytest.approx(expected, abs=1e-6)
+    assert torch.equal(model.head[0].weight, torch.zeros_like(model.head[0].weight))  # each episode starts afresh
+    with pytest.raises(ValueError, match="fine-tunes the encoders"):
+        m3tl.single_task_test(model, episodes, inner_lr=0.5, inner_steps=5, encoder_lr_factor=0.1)
+
+
+def test_single_task_fine_tuning_moves_the_encoder_and_cached_features_match_raw_ones():
+    data, model = _baseline("regression", fine_tune=True)
+    episodes = TaskEpisodes(data, "angle", n_way=3, k_shot=2, q_queries=2, seed=1).episodes(4)
+    probe = m3tl.single_task_test(model, episodes, inner_lr=0.05, inner_steps=5)
+    tuned = m3tl.single_task_test(model, episodes, inner_lr=0.05, inner_steps=5, encoder_lr_factor=10.0)
+    assert len(tuned.values) == 4 and abs(tuned.values - probe.values).max() > 1e-4
+    # the same probe on features computed once, with no encoder in the model
+    features = transfer.extract_features(model.encoders["image"], data.inputs["image"])
+    cached = MultiModalSet({"image": features, "profile": data.inputs["profile"]}, data.targets, data.kinds,
+                           data.classes, data.alphabets, data.drawings, data.class_names, data.alphabet_names)
+    on_cache = m3tl.PretrainedSingleTask(cached.modality_shapes, {}, model.spec, cached.packed())
+    cached_episodes = TaskEpisodes(cached, "angle", n_way=3, k_shot=2, q_queries=2, seed=1).episodes(4)
+    again = m3tl.single_task_test(on_cache, cached_episodes, inner_lr=0.05, inner_steps=5)
+    assert again.values == pytest.approx(probe.values, abs=1e-5)

@@ -22,6 +22,8 @@ reduction          what is switched off                    trained by
   :func:`cache_frozen_features`;
 * :mod:`.train` -- :func:`fit_joint`, :func:`fit_task`, :func:`transfer_to_target` (Fig. 7),
   :func:`meta_train`, :func:`meta_test`, :func:`adaptation_updates`, :func:`pairwise_cosine`;
+* :mod:`.baseline` -- :class:`PretrainedSingleTask`, :func:`cache_lower_blocks` and :func:`single_task_test`, the pre-trained
+  single-task baseline (linear probe or fine-tuning) that M3TL's new tasks are compared with;
 * :mod:`.figure` -- :func:`plot_architecture`;
 * :mod:`.stored` -- Chapter 8's stored network (:data:`M3TL_MODEL_NAME`) and its recipe.
 """
@@ -37,6 +39,7 @@ from .config import (
     task,
     with_modalities,
 )
+from .baseline import PretrainedSingleTask, TopBlocks, cache_lower_blocks, single_task_test
 from .figure import plot_architecture
 from .network import PARTS, FeatureInput, M3TLNet, TaskNet, build, cache_frozen_features, make_encoder, make_task_head
 from .train import (
@@ -59,9 +62,11 @@ from .train import (
 )
 
 __all__ = [
-    "ENCODER_ARCHS", "ENCODER_MODES", "EncoderSpec", "FeatureInput", "M3TLConfig", "M3TLNet", "PARTS", "REDUCTIONS",
+    "ENCODER_ARCHS", "ENCODER_MODES", "EncoderSpec", "FeatureInput", "M3TLConfig", "M3TLNet", "PARTS", "PretrainedSingleTask",
+    "REDUCTIONS", "TopBlocks", "cache_lower_blocks",
     "SWITCHED_OFF", "SWITCHES", "TaskNet", "adaptation_updates", "build", "cache_frozen_features", "fit_joint",
     "fit_task", "make_encoder", "make_task_head", "mean_absolute_error", "meta_test", "meta_train", "multitask_set", "part_rates",
-    "pairwise_cosine", "part_names", "plot_architecture", "reduce", "relative_update_size", "summarise", "task",
+    "pairwise_cosine", "part_names", "plot_architecture", "reduce", "relative_update_size", "single_task_test",
+    "summarise", "task",
     "task_loss", "task_metric", "transfer_to_target", "update_norms", "with_modalities",
 ]
