@@ -45,8 +45,8 @@ def meta_batch(seed: int, dtype: torch.dtype) -> list[Episode]:
 
 
 def outer_step(model, optimizer, batch) -> None:
-    meta.meta_gradient_step(model, distributed.shard(batch), optimizer, method="maml", inner_lr=0.4,
-                            backend="loop")
+    meta.meta_gradient_step(model, distributed.shard(batch), optimizer, method="maml",
+                            inner=meta.InnerLoop(lr=0.4, steps=1), backend="loop")
 
 
 def gradient(dtype: torch.dtype) -> torch.Tensor:

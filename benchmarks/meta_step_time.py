@@ -71,7 +71,7 @@ def peer_outer_step(model: nn.Module, batch: list[Episode], loss_fn, inner_lr: f
 
 def ours_outer_step(backend: str) -> Callable:
     def step(model: nn.Module, batch: list[Episode], loss_fn, inner_lr: float, inner_steps: int) -> None:
-        meta.meta_objective(model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
+        meta.meta_objective(model, batch, inner=meta.InnerLoop(inner_lr, inner_steps), loss_fn=loss_fn,
                             backend=backend).loss.backward()
     return step
 

@@ -185,7 +185,7 @@ def select_inner_lr(
         if lr <= 0:
             raise ValueError(f"step sizes must be positive, got {lr}")
         with np.errstate(over="ignore", invalid="ignore"):  # too large a step diverges: that is a result
-            value = meta.evaluate_episodes(model, episodes, method="maml", inner_lr=lr, inner_steps=inner_steps,
+            value = meta.evaluate_episodes(model, episodes, method="maml", inner=meta.InnerLoop(lr, inner_steps),
                                            loss_fn=loss_fn, metric=None, chunk_size=len(episodes)).mean
         losses[float(lr)] = value if math.isfinite(value) else math.inf
     best = min(losses, key=losses.get)
@@ -197,12 +197,12 @@ def adapted_curve(
     support_X: torch.Tensor,
     support_y: torch.Tensor,
     x: torch.Tensor,
-    num_steps: int,
+    inner_steps: int,
     inner_lr: float = 0.01,
     per_param_lr: meta.Params | None = None,
     loss_fn: LossFn = F.mse_loss,
 ) -> torch.Tensor:
-    """The model's predictions on ``x`` after ``num_steps`` gradient steps on one support set.
+    """The model's predictions on ``x`` after ``inner_steps`` gradient steps on one support set.
 
     The same inner loop as at meta-test (:func:`mtl_course.meta.adapt`), with one
     step size ``inner_lr`` or Meta-SGD's learned ``per_param_lr``; ``model`` is
@@ -211,7 +211,7 @@ def adapted_curve(
     device = next(model.parameters()).device
     with torch.no_grad():
         phi = meta.adapt(model, models.params_of(model), support_X.to(device), support_y.to(device), loss_fn,
-                         inner_lr, num_steps, first_order=True, per_param_lr=per_param_lr)
+                         meta.InnerLoop(inner_lr, inner_steps, first_order=True, per_param_lr=per_param_lr))
         return models.functional_forward(model, phi, x.to(device)).reshape(-1).cpu()
 
 

@@ -199,9 +199,9 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
     net, rates = network_and_rates(model)
     if method == "anil":
         return meta.evaluate_episodes(net.head, episodes(_features(net, part), n_way, k_shot, num, seed, q_queries),
-                                      inner_lr=inner_lr, inner_steps=inner_steps, chunk_size=num)
+                                      inner=meta.InnerLoop(inner_lr, inner_steps), chunk_size=num)
     return meta.evaluate_episodes(net, episodes(part, n_way, k_shot, num, seed, q_queries),
-                                  inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=rates,
+                                  inner=meta.InnerLoop(inner_lr, inner_steps, per_param_lr=rates),
                                   backend="loop", chunk_size=10)
 
 
@@ -283,8 +283,8 @@ def train_meta_learner(config: MetaLearnerConfig, data: LabelledSet, split: Clas
     val_episodes = episodes(data.subset(split.val), 5, c.k_shot, NUM_VAL, VAL_SEED, q_queries=c.q_queries)
     steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
     history = meta.meta_train(
-        net, lambda: sampler.batch(c.meta_batch), method=c.method, num_steps=steps, meta_lr=c.meta_lr,
-        inner_lr=c.inner_lr, inner_steps=c.inner_steps, per_param_lr=rates, backend=c.backend,
+        net, lambda: sampler.batch(c.meta_batch), method=c.method, outer_steps=steps, meta_lr=c.meta_lr,
+        inner=meta.InnerLoop(c.inner_lr, c.inner_steps, per_param_lr=rates), backend=c.backend,
         val_episodes=None if max_steps is not None else val_episodes, eval_every=c.eval_every,
         desc=f"{c.method}, {c.n_way}-way {c.k_shot}-shot", checkpoint=checkpoint)
     metrics, extra = {}, {}
@@ -431,7 +431,7 @@ def logistic_regression(embedding: nn.Module, part: LabelledSet, n_way: int, k_s
     head = nn.Linear(feats.X.shape[1], n_way)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    return meta.evaluate_episodes(head, episodes(feats, n_way, k_shot, num, seed), inner_lr=lr, inner_steps=steps,
+    return meta.evaluate_episodes(head, episodes(feats, n_way, k_shot, num, seed), inner=meta.InnerLoop(lr, steps),
                                   chunk_size=num)
 
 
@@ -493,7 +493,7 @@ def pooled_sinusoids(num_tasks: int, points_per_task: int, seed: int) -> tuple[t
 
 def sine_mse(net: nn.Module, tasks: list, lr: float, steps: int) -> meta.EpisodeScores:
     """Query mean squared error after ``steps`` gradient steps of size ``lr`` on each task's K points."""
-    return meta.evaluate_episodes(net, tasks, inner_lr=lr, inner_steps=steps, loss_fn=F.mse_loss, metric=None,
+    return meta.evaluate_episodes(net, tasks, inner=meta.InnerLoop(lr, steps), loss_fn=F.mse_loss, metric=None,
                                   chunk_size=len(tasks))
 
 
@@ -521,8 +521,9 @@ def train_sinusoid_recipe(config: dict, seed: int, max_steps: int | None = None,
             losses = history.step_loss
         else:
             tasks = SinusoidTasks(seed=seed + c.k_shot)
-            history = meta.meta_train(net, lambda: tasks.batch(c.meta_batch, c.k_shot, c.k_shot), num_steps=steps,
-                                      meta_lr=c.meta_lr, inner_lr=c.inner_lr, inner_steps=1, loss_fn=F.mse_loss,
+            history = meta.meta_train(net, lambda: tasks.batch(c.meta_batch, c.k_shot, c.k_shot),
+                                      outer_steps=steps, meta_lr=c.meta_lr, inner=meta.InnerLoop(c.inner_lr, 1),
+                                      loss_fn=F.mse_loss,
                                       metric=None, backend="vmap", desc="sinusoid MAML (store)",
                                       checkpoint=checkpoint)
             losses = history.loss
@@ -594,8 +595,8 @@ def train_stability_run(c: StabilityConfig, variant: str, inner_lr: float, seed:
     val = episodes(data.subset(split.val), 5, 1, c.val_episodes, VAL_SEED, q_queries=5)
     steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
     history = meta.meta_train(
-        net, lambda: sampler.batch(c.meta_batch), num_steps=steps, meta_lr=c.meta_lr, inner_lr=inner_lr,
-        inner_steps=c.inner_steps, backend=c.backend, step_lrs=rates,
+        net, lambda: sampler.batch(c.meta_batch), outer_steps=steps, meta_lr=c.meta_lr,
+        inner=meta.InnerLoop(inner_lr, c.inner_steps, step_lrs=rates), backend=c.backend,
         multi_step_loss=c.outer_steps // 2 if plus else 0,
         val_episodes=None if max_steps is not None else val, eval_every=c.eval_every,
         desc=f"{variant}, inner rate {inner_lr}, seed {seed}", checkpoint=checkpoint)

@@ -292,22 +292,22 @@ def finetuning_objective(B: torch.Tensor, tasks: TaskBatch, inner_steps: int = 5
 
 
 def meta_train_representation(tasks: TaskBatch, objective: str, B_init: np.ndarray | torch.Tensor, *,
-                              num_steps: int = 150, lr: float = 0.05, inner_steps: int = 5,
+                              outer_steps: int = 150, lr: float = 0.05, inner_steps: int = 5,
                               step_size: float = 0.5) -> tuple[torch.Tensor, list[float]]:
     """Meta-train a ``(d, k)`` representation on source ``tasks`` with the ``"frozen"`` or ``"fine-tuning"`` objective.
 
-    Full-batch Adam (learning rate ``lr``) for ``num_steps`` outer steps from
+    Full-batch Adam (learning rate ``lr``) for ``outer_steps`` outer steps from
     ``B_init``; the outer gradient is autograd's through each task's adaptation.
     Returns the representation and the meta-objective before each step.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if outer_steps < 0:
+        raise ValueError(f"outer_steps must be >= 0, got {outer_steps}")
     B = torch.as_tensor(B_init, dtype=torch.float64).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([B], lr=lr)
     losses = []
-    for _ in range(num_steps):
+    for _ in range(outer_steps):
         optimizer.zero_grad()
         if objective == "frozen":
             loss = frozen_objective(B, tasks)
@@ -329,7 +329,7 @@ def principal_angle_sines(B: np.ndarray | torch.Tensor, B_hat: np.ndarray | torc
 
 def compare_objectives(deltas: Sequence[float], seeds: Sequence[int], *, d: int = 20, k: int = 3,
                        num_source: int = 100, n_support: int = 20, n_query: int = 20,
-                       num_target: int = 200, noise: float = 0.5, num_steps: int = 150, lr: float = 0.05,
+                       num_target: int = 200, noise: float = 0.5, outer_steps: int = 150, lr: float = 0.05,
                        inner_steps: int = 5, step_size: float = 0.5) -> list[dict]:
     """Meta-train with each objective, then score both test-time procedures on new target tasks.
 
@@ -350,7 +350,7 @@ def compare_objectives(deltas: Sequence[float], seeds: Sequence[int], *, d: int 
             targets = task_batch(B, delta, num_target, n_support, 0, noise, rng)
             B_init = rng.standard_normal((d, k)) / np.sqrt(d)
             for objective in OBJECTIVES:
-                B_hat, _ = meta_train_representation(sources, objective, B_init, num_steps=num_steps, lr=lr,
+                B_hat, _ = meta_train_representation(sources, objective, B_init, outer_steps=outer_steps, lr=lr,
                                                      inner_steps=inner_steps, step_size=step_size)
                 sine = float(principal_angle_sines(B, B_hat)[0])
                 with torch.no_grad():

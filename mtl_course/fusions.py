@@ -23,6 +23,7 @@ named after what the chapter does with it:
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -105,7 +106,8 @@ def kind_view(model: nn.Module, kind: str) -> tuple[TaskView, list[str]]:
     return view, keys
 
 
-def multitask_meta_objective(model: nn.Module, batches: Mapping[str, Sequence[Episode]], **meta_kwargs) -> torch.Tensor:
+def multitask_meta_objective(model: nn.Module, batches: Mapping[str, Sequence[Episode]], *,
+                             inner: meta.InnerLoop = meta.InnerLoop(), **meta_kwargs) -> torch.Tensor:
     """The multi-task meta-objective: the mean over kinds ``k`` of MAML's outer objective on ``batches[k]``.
 
     .. math:: \\min_{\\theta_{sh}, \\{\\theta_k\\}} \\frac{1}{|K|} \\sum_k \\frac{1}{T}\\sum_{i=1}^{T}
@@ -114,29 +116,32 @@ def multitask_meta_objective(model: nn.Module, batches: Mapping[str, Sequence[Ep
     where each task ``i`` of kind ``k`` adapts the shared body ``θ_sh`` and its
     kind's head ``θ_k`` on its support set (:func:`mtl_course.meta.meta_objective`
     on :func:`kind_view`, through :func:`mtl_course.meta.multitask_meta_objective`, which
-    Chapter 8's M3TL shares). ``meta_kwargs`` go to ``meta_objective``
-    (``loss_fn``, ``inner_lr``, ``inner_steps``, ``first_order``, ``backend``).
+    Chapter 8's M3TL shares). Every kind runs the inner loop ``inner`` on its
+    own parameters (``adapt_keys`` of its view); ``meta_kwargs`` go to
+    ``meta_objective`` (``loss_fn``, ``backend``).
     """
     views = {kind: kind_view(model, kind) for kind in batches}
     return meta.multitask_meta_objective(
-        {kind: (view, batches[kind], {"adapt_keys": keys, **meta_kwargs}) for kind, (view, keys) in views.items()},
+        {kind: (view, batches[kind], {"inner": replace(inner, adapt_keys=keys), **meta_kwargs})
+         for kind, (view, keys) in views.items()},
         reduction="mean")[0]
 
 
 def multitask_meta_train(model: nn.Module, sample_batches: Callable[[], Mapping[str, Sequence[Episode]]], *,
-                         num_steps: int, meta_lr: float = 1e-3, desc: str = "multi-task meta-training",
+                         outer_steps: int, meta_lr: float = 1e-3, desc: str = "multi-task meta-training",
                          **meta_kwargs) -> list[float]:
-    """Adam on :func:`multitask_meta_objective` for ``num_steps`` outer steps; returns the meta-loss of each step.
+    """Adam on :func:`multitask_meta_objective` for ``outer_steps`` outer steps; returns the meta-loss of each step.
 
     ``sample_batches()`` returns ``{kind: meta-batch}`` (e.g. a few episodes of
-    every kind); ``meta_kwargs`` go to :func:`mtl_course.meta.meta_objective`.
+    every kind); ``meta_kwargs`` (``inner``, ``loss_fn``, ...) go to
+    :func:`multitask_meta_objective`.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if outer_steps < 1:
+        raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=meta_lr)
     losses = []
     model.train()
-    for _ in runtime.progress(range(num_steps), desc=desc):
+    for _ in runtime.progress(range(outer_steps), desc=desc):
         optimizer.zero_grad(set_to_none=True)
         loss = multitask_meta_objective(model, sample_batches(), **meta_kwargs)
         loss.backward()
@@ -191,7 +196,7 @@ def new_head_scores(trunk: nn.Module, episodes: Sequence[Episode], inner_lr: flo
     head = nn.Linear(dim, out_features).to(features[0].support_X.device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    return meta.evaluate_episodes(head, features, method="maml", inner_lr=inner_lr, inner_steps=inner_steps,
+    return meta.evaluate_episodes(head, features, method="maml", inner=meta.InnerLoop(inner_lr, inner_steps),
                                   loss_fn=F.mse_loss, metric=None)
 
 

@@ -20,7 +20,11 @@ runs it over a meta-batch either with a Python loop over tasks
 (``backend="loop"``) or with ``torch.func.vmap`` over the stacked tasks
 (``backend="vmap"``), with the same results. :func:`meta_train` is the one
 meta-training loop for every method in :data:`METHODS`; :func:`evaluate_episodes`
-reports mean ± 95 % confidence interval over test episodes.
+reports mean ± 95 % confidence interval over test episodes. The inner loop's
+settings (step size, ``inner_steps``, first-order, which parameters adapt,
+learned rates) are one :class:`InnerLoop`, made once and passed down from
+:func:`meta_train` to :func:`meta_objective` and :func:`adapt`; the outer
+loop's step count is ``outer_steps``.
 
 Methods: MAML and its first-order version (Finn et al., 2017), ANIL (Raghu et
 al., 2020), Meta-SGD (Li et al., 2017), Reptile (Nichol et al., 2018) and
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -78,6 +82,10 @@ def init_per_param_lr(params: Params, value: float, keys: Iterable[str] | None =
 
     The returned tensors are leaves that require gradients; optimise them together
     with the model's parameters (:func:`meta_train` does this for ``method="metasgd"``).
+
+    >>> rates = init_per_param_lr({"w": torch.zeros(2, 3), "b": torch.zeros(2)}, 0.1, keys=["w"])
+    >>> list(rates), tuple(rates["w"].shape), round(rates["w"][0, 0].item(), 6), rates["w"].requires_grad
+    (['w'], (2, 3), 0.1, True)
     """
     if value <= 0:
         raise ValueError(f"the initial inner learning rate must be positive, got {value}")
@@ -127,19 +135,112 @@ def sgd_step(params: Params, grads: Params, inner_lr: float, per_param_lr: Param
     return {k: params[k] - per_param_lr[k] * grads[k] for k in params}
 
 
-def init_step_lrs(params: Params, value: float, num_steps: int, keys: Iterable[str] | None = None) -> Params:
+def init_step_lrs(params: Params, value: float, inner_steps: int, keys: Iterable[str] | None = None) -> Params:
     """MAML++'s learned inner rates: one per parameter tensor (per layer) and per inner step, all ``value``.
 
     Antoniou et al. (2019) call this LSLR. Step ``j`` of :func:`adapt` uses the
     scalar ``step_lrs[k][j]`` for parameter ``k``; the tensors are leaves that
     require gradients, meta-learned together with the initialisation.
+
+    >>> rates = init_step_lrs({"w": torch.zeros(2, 3), "b": torch.zeros(2)}, 0.1, inner_steps=5)
+    >>> {k: tuple(v.shape) for k, v in rates.items()}
+    {'w': (5,), 'b': (5,)}
     """
-    if value <= 0 or num_steps < 1:
-        raise ValueError(f"need a positive rate and at least one step, got {value} and {num_steps}")
+    if value <= 0 or inner_steps < 1:
+        raise ValueError(f"need a positive rate and at least one step, got {value} and {inner_steps}")
     keys = list(params) if keys is None else list(keys)
-    return {k: torch.full((num_steps,), float(value), dtype=params[k].dtype, device=params[k].device)
+    return {k: torch.full((inner_steps,), float(value), dtype=params[k].dtype, device=params[k].device)
             .requires_grad_(True)
             for k in keys}
+
+
+@dataclass(frozen=True, eq=False)
+class InnerLoop:
+    """How a learner adapts to one task (Eq. 6): the inner loop's settings, made once and passed down.
+
+    ``steps`` gradient steps of size ``lr`` on the support loss. The options:
+    ``first_order`` detaches the inner gradients (first-order MAML, Reptile);
+    ``adapt_keys`` adapts only those parameters (ANIL: the head), the others
+    stay fixed; ``per_param_lr`` replaces ``lr`` by a learned rate for every
+    scalar parameter (Meta-SGD, :func:`init_per_param_lr`); ``step_lrs`` by a
+    learned rate per parameter tensor and per step (MAML++,
+    :func:`init_step_lrs`). The learned rates are tensors that the outer loop
+    updates in place; the settings themselves never change (make a variant with
+    ``dataclasses.replace`` or :meth:`with_steps`).
+
+    >>> InnerLoop(lr=0.1, steps=5)
+    InnerLoop(lr=0.1, steps=5)
+    >>> InnerLoop(lr=0.1, steps=5).with_steps(10).steps
+    10
+    """
+
+    lr: float = 0.4
+    steps: int = 1
+    first_order: bool = False
+    adapt_keys: tuple[str, ...] | None = None
+    per_param_lr: Params | None = None
+    step_lrs: Params | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, (int, np.integer)) or isinstance(self.steps, bool) or self.steps < 0:
+            raise ValueError(f"InnerLoop.steps (inner steps) must be an integer >= 0, got {self.steps!r}")
+        if not float(self.lr) >= 0:
+            raise ValueError(f"InnerLoop.lr (the inner step size) must be >= 0, got {self.lr!r}")
+        if self.per_param_lr is not None and self.step_lrs is not None:
+            raise ValueError("give per_param_lr (Meta-SGD) or step_lrs (MAML++), not both")
+        short = [] if self.step_lrs is None else [k for k, v in self.step_lrs.items() if v.shape[0] < self.steps]
+        if short:
+            raise ValueError(f"step_lrs has fewer rates than the {self.steps} inner steps for {short[:3]}; "
+                             "make them with meta.init_step_lrs(params, value, inner_steps)")
+        if self.adapt_keys is not None:
+            object.__setattr__(self, "adapt_keys", tuple(self.adapt_keys))
+
+    def __repr__(self) -> str:
+        shown = [f"lr={self.lr:g}", f"steps={self.steps}"]
+        shown += ["first_order=True"] * self.first_order
+        shown += [] if self.adapt_keys is None else [f"adapt_keys=<{len(self.adapt_keys)} names>"]
+        shown += [f"{name}=<learned>" for name in ("per_param_lr", "step_lrs") if getattr(self, name) is not None]
+        return f"InnerLoop({', '.join(shown)})"
+
+    @property
+    def learned_rates(self) -> Params | None:
+        """Meta-SGD's or MAML++'s learned rates (meta-parameters of the outer loop), if any."""
+        return self.per_param_lr if self.per_param_lr is not None else self.step_lrs
+
+    def with_steps(self, steps: int) -> InnerLoop:
+        """The same inner loop with another number of steps (several steps at test time are usual)."""
+        return replace(self, steps=steps)
+
+    def for_method(self, method: str, model: nn.Module) -> InnerLoop:
+        """The inner loop that ``method`` runs: first-order for ``fomaml`` and ``reptile``, the head for ``anil``.
+
+        Refuses options that the method cannot use, with what works instead.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "metasgd" and self.per_param_lr is None:
+            raise ValueError("method='metasgd' needs learned rates: "
+                             "InnerLoop(per_param_lr=meta.init_per_param_lr(...))")
+        if self.per_param_lr is not None and method in ("reptile", "protonet"):
+            raise ValueError(f"per_param_lr (per-parameter inner learning rates) works with maml, fomaml, anil "
+                             f"or metasgd, not {method!r}")
+        if self.step_lrs is not None and method not in ("maml", "fomaml", "anil"):
+            raise ValueError(f"step_lrs (MAML++'s learned rates) work with maml, fomaml or anil, not {method!r}")
+        keys = tuple(head_keys(model)) if method == "anil" and self.adapt_keys is None else self.adapt_keys
+        first_order = self.first_order or method in ("fomaml", "reptile")
+        if first_order == self.first_order and keys == self.adapt_keys:
+            return self  # already the method's inner loop: passed on as it is
+        return replace(self, first_order=first_order, adapt_keys=keys)
+
+
+def _check_inner_loop(where: str, inner: Any, old: tuple, old_keywords: Mapping[str, Any]) -> None:
+    """A clear error for the inner loop's settings given one by one (``lr, steps, first_order=...``)."""
+    if isinstance(inner, InnerLoop) and not old and not old_keywords:
+        return
+    raise TypeError(f"{where}() takes the inner loop's settings as one object: "
+                    f"{where}(model, params, support_X, support_y, loss_fn, meta.InnerLoop(lr, steps, ...)); "
+                    f"got {type(inner).__name__} {inner!r} with {len(old)} more argument(s) and "
+                    f"keyword(s) {sorted(old_keywords)}")
 
 
 def adapt_path(
@@ -148,42 +249,29 @@ def adapt_path(
     support_X: torch.Tensor,
     support_y: torch.Tensor,
     loss_fn: LossFn,
-    inner_lr: float,
-    num_steps: int,
-    first_order: bool = False,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
-    step_lrs: Params | None = None,
+    inner: InnerLoop,
+    *old: Any,
+    **old_keywords: Any,
 ) -> list[Params]:
-    """The inner loop: ``num_steps`` gradient steps on the support loss, starting from ``params``.
+    """The inner loop: ``inner.steps`` gradient steps on the support loss, starting from ``params``.
 
     Returns the parameters after each step, ``[φ_1, ..., φ_S]`` (new dicts;
     ``params`` is untouched); :func:`adapt` returns the last. The gradients come
     from ``torch.func.grad``, so every ``φ_j`` stays a differentiable function of
     ``params`` (and of the learned rates): the outer loop back-propagates
-    through the inner loop, which is MAML's second-order meta-gradient.
-    ``first_order=True`` detaches the inner gradients, which drops the
-    second-order term (first-order MAML). ``adapt_keys`` restricts the
-    adaptation to those parameters (ANIL: the head); the others stay fixed. The
-    step size is ``inner_lr``, or a learned rate per scalar parameter
-    (``per_param_lr``, Meta-SGD), or a learned rate per parameter tensor and per
-    step (``step_lrs``, MAML++; see :func:`init_step_lrs`). Works unchanged
-    inside ``torch.func.vmap``.
+    through the inner loop, which is MAML's second-order meta-gradient. The
+    options of :class:`InnerLoop` choose first-order gradients, which
+    parameters adapt, and learned step sizes. Works unchanged inside
+    ``torch.func.vmap``.
     """
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-    if per_param_lr is not None and step_lrs is not None:
-        raise ValueError("give per_param_lr (Meta-SGD) or step_lrs (MAML++), not both")
-    keys = list(params) if adapt_keys is None else list(adapt_keys)
+    _check_inner_loop("adapt_path", inner, old, old_keywords)
+    keys = list(params) if inner.adapt_keys is None else list(inner.adapt_keys)
     _check_keys(params, keys, "adapt_keys")
-    rates = per_param_lr if per_param_lr is not None else step_lrs
+    rates = inner.learned_rates
     missing_rates = [] if rates is None else [k for k in keys if k not in rates]
     if missing_rates:
         raise ValueError(f"the learned rates (per_param_lr or step_lrs) need a learning rate for every adapted "
                          f"parameter; missing {missing_rates[:3]}")
-    too_short = [] if step_lrs is None else [k for k in keys if step_lrs[k].shape[0] < num_steps]
-    if too_short:
-        raise ValueError(f"step_lrs has fewer rates than the {num_steps} inner steps for {too_short[:3]}")
     fixed = {k: v for k, v in params.items() if k not in keys}
     fast = {k: params[k] for k in keys}
 
@@ -192,36 +280,39 @@ def adapt_path(
 
     support_grad = grad(support_loss)
     path = []
-    for step in range(num_steps):
+    for step in range(inner.steps):
         grads = support_grad(fast)
-        if first_order:
+        if inner.first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        step_rates = per_param_lr if step_lrs is None else {k: step_lrs[k][step] for k in keys}
-        fast = sgd_step(fast, grads, inner_lr, step_rates)
+        step_rates = inner.per_param_lr if inner.step_lrs is None else {k: inner.step_lrs[k][step] for k in keys}
+        fast = sgd_step(fast, grads, inner.lr, step_rates)
         path.append({**fixed, **fast})
     return path
 
 
-def adapt(model: nn.Module, params: Params, *args, **kwargs) -> Params:
-    """The adapted parameters ``φ`` after the inner loop: the end of :func:`adapt_path`, which takes the same
-    arguments (``support_X, support_y, loss_fn, inner_lr, num_steps``, then the options).
+def adapt(model: nn.Module, params: Params, support_X: torch.Tensor, support_y: torch.Tensor, loss_fn: LossFn,
+          inner: InnerLoop, *old: Any, **old_keywords: Any) -> Params:
+    """The adapted parameters ``φ`` after the inner loop ``inner``: the end of :func:`adapt_path`.
 
-    With ``num_steps=0`` it is ``params`` itself (as a new dict).
+    With ``inner.steps == 0`` it is ``params`` itself (as a new dict).
 
     A one-weight model ``y = w x`` from ``w = 0``, on one support point
-    ``(1, 2)`` with the squared error: each step moves ``w`` half way to 2.
+    ``(1, 2)`` with the squared error: each step of size 0.25 moves ``w`` half
+    way to 2.
 
     >>> model = nn.Linear(1, 1, bias=False)
     >>> params = {"weight": torch.zeros(1, 1)}
     >>> x, y = torch.ones(1, 1), torch.full((1, 1), 2.0)
-    >>> [round(adapt(model, params, x, y, F.mse_loss, 0.25, s)["weight"].item(), 3) for s in (0, 1, 2)]
+    >>> [round(adapt(model, params, x, y, F.mse_loss, InnerLoop(0.25, s))["weight"].item(), 3)
+    ...  for s in (0, 1, 2)]
     [0.0, 1.0, 1.5]
     """
-    path = adapt_path(model, params, *args, **kwargs)
+    _check_inner_loop("adapt", inner, old, old_keywords)
+    path = adapt_path(model, params, support_X, support_y, loss_fn, inner)
     return path[-1] if path else dict(params)
 
 
-def multi_step_weights(num_steps: int, progress: float) -> torch.Tensor:
+def multi_step_weights(inner_steps: int, progress: float) -> torch.Tensor:
     """MAML++'s multi-step loss weights: the importance of the query loss after each inner step.
 
     At ``progress = 0`` (start of training) every step counts ``1/S``; the weights
@@ -234,13 +325,13 @@ def multi_step_weights(num_steps: int, progress: float) -> torch.Tensor:
     >>> [round(w, 3) for w in multi_step_weights(5, 1.0).tolist()]
     [0.006, 0.006, 0.006, 0.006, 0.976]
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
     progress = min(max(float(progress), 0.0), 1.0)
-    uniform, floor = 1.0 / num_steps, 0.03 / num_steps
+    uniform, floor = 1.0 / inner_steps, 0.03 / inner_steps
     earlier = uniform - progress * (uniform - floor)
-    weights = torch.full((num_steps,), earlier)
-    weights[-1] = 1.0 - earlier * (num_steps - 1)
+    weights = torch.full((inner_steps,), earlier)
+    weights[-1] = 1.0 - earlier * (inner_steps - 1)
     return weights
 
 
@@ -371,53 +462,65 @@ def meta_objective(
     model: nn.Module,
     batch: Batch,
     *,
+    inner: InnerLoop = InnerLoop(),
     loss_fn: LossFn = F.cross_entropy,
-    inner_lr: float = 0.4,
-    inner_steps: int = 1,
-    first_order: bool = False,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
     protonet: bool = False,
     params: Params | None = None,
     backend: str = "vmap",
     randomness: str = "different",
-    step_lrs: Params | None = None,
     step_weights: torch.Tensor | Sequence[float] | None = None,
+    **old: Any,
 ) -> MetaOutput:
     """The outer objective (review Eq. 5): mean query loss after adapting to each task of ``batch``.
 
-    For each task, :func:`adapt` runs the inner loop on the support set from
-    ``params`` (default: the model's own parameters) and the adapted parameters
-    are scored on the query set. ``protonet=True`` replaces the inner loop by
+    For each task, :func:`adapt` runs the inner loop ``inner`` on the support set
+    from ``params`` (default: the model's own parameters) and the adapted
+    parameters are scored on the query set. ``protonet=True`` replaces the inner loop by
     prototypes (Snell et al., 2017). ``backend="loop"`` processes the tasks one
     by one, ``backend="vmap"`` all at once with ``torch.func.vmap`` (dropout
     masks differ per task with ``randomness="different"``); both give the same
     values and gradients. A second-order objective on a model with BatchNorm
     falls back to the loop with a warning, because ``vmap`` gets its
-    meta-gradient wrong. MAML++ (Antoniou et al., 2019): ``step_lrs`` are the
-    learned per-layer, per-step rates (:func:`init_step_lrs`), and
+    meta-gradient wrong. MAML++ (Antoniou et al., 2019): ``inner.step_lrs`` are
+    the learned per-layer, per-step rates (:func:`init_step_lrs`), and
     ``step_weights`` (one per inner step, :func:`multi_step_weights`) make each
     task's loss the weighted sum of its query losses after every inner step,
     the multi-step loss. Call ``.loss.backward()`` for the meta-gradient.
+
+    The one-weight model ``y = w x`` of :func:`adapt`, on a task with support
+    point ``(1, 2)`` and query point ``(2, 4)``. One step of size 0.25 gives
+    ``φ = w/2 + 1``, so the query loss is ``(2φ − 4)² = (w − 2)²``: 4 at ``w = 0``,
+    with meta-gradient ``2(w − 2) = −4``. First-order MAML keeps only the
+    query gradient at ``φ``, ``4(2φ − 4) = −8``: the Hessian term is missing.
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> task = Episode(torch.ones(1, 1), torch.full((1, 1), 2.0), torch.full((1, 1), 2.0), torch.full((1, 1), 4.0))
+    >>> w = torch.zeros(1, 1, requires_grad=True)
+    >>> for first_order in (False, True):
+    ...     out = meta_objective(model, [task], inner=InnerLoop(0.25, 1, first_order), loss_fn=F.mse_loss,
+    ...                          params={"weight": w})
+    ...     print(out.loss.item(), torch.autograd.grad(out.loss, w)[0].item())
+    4.0 -4.0
+    4.0 -8.0
     """
+    _refuse_old_keywords("meta_objective", old)
     params = params_of(model) if params is None else params
     b = _stacked(batch, _device(model))
-    second_order = not first_order and not protonet
+    second_order = not inner.first_order and not protonet
     backend = _choose_backend(model, backend, second_order)
     n_way = int(b.support_y.max()) + 1 if protonet else 0
 
     if step_weights is not None:
         step_weights = torch.as_tensor(step_weights, dtype=torch.float32)
-        if protonet or step_weights.shape != (inner_steps,):
-            raise ValueError(f"step_weights needs one weight per inner step ({inner_steps}), got "
+        if protonet or step_weights.shape != (inner.steps,):
+            raise ValueError(f"step_weights needs one weight per inner step ({inner.steps}), got "
                              f"{tuple(step_weights.shape)}" + (" (ProtoNet has no inner steps)" if protonet else ""))
 
     def task_fn(sx, sy, qx, qy):
         if protonet:
             out = _protonet_outputs(model, params, sx, sy, qx, n_way)
             return loss_fn(out, qy), out
-        path = adapt_path(model, params, sx, sy, loss_fn, inner_lr, inner_steps, first_order, per_param_lr,
-                          adapt_keys, step_lrs) or [params]
+        path = adapt_path(model, params, sx, sy, loss_fn, inner) or [params]
         out = functional_forward(model, path[-1], qx)
         if step_weights is None:
             return loss_fn(out, qy), out
@@ -465,27 +568,39 @@ def reptile_direction(
     model: nn.Module,
     batch: Batch,
     *,
+    inner: InnerLoop = InnerLoop(steps=5),
     loss_fn: LossFn = F.cross_entropy,
-    inner_lr: float = 0.4,
-    inner_steps: int = 5,
     params: Params | None = None,
     backend: str = "vmap",
     randomness: str = "different",
 ) -> tuple[Params, torch.Tensor]:
     """Reptile's update direction ``θ − mean_i φ_i`` (Nichol et al., 2018, Alg. 2).
 
-    Each ``φ_i`` is :func:`adapt` run for ``inner_steps`` steps on all of task
-    ``i``'s examples (support and query together; no second-order term). Used as
+    Each ``φ_i`` is :func:`adapt` run with ``inner`` on all of task ``i``'s
+    examples (support and query together; first-order: no second-order term). Used as
     a gradient, an SGD step of size ``ε`` gives ``θ ← θ + ε (mean_i φ_i − θ)``.
     Returns the direction and the tasks' losses after adaptation.
+
+    With the one-weight model of :func:`adapt` and a task whose two points both
+    say ``w = 2``, one step of size 0.25 from ``w = 0`` reaches ``φ = 1``: the
+    direction is ``θ − φ = −1``.
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.zero_()
+    >>> task = Episode(torch.ones(1, 1), torch.full((1, 1), 2.0), torch.ones(1, 1), torch.full((1, 1), 2.0))
+    >>> direction, losses = reptile_direction(model, [task], inner=InnerLoop(0.25, 1), loss_fn=F.mse_loss)
+    >>> direction["weight"].item(), losses.tolist()
+    (-1.0, [1.0])
     """
     params = params_of(model) if params is None else params
     b = _stacked(batch, _device(model))
     backend = _choose_backend(model, backend, second_order=False)
+    first_order = replace(inner, first_order=True)
 
     def task_fn(sx, sy, qx, qy):
         X, y = torch.cat([sx, qx]), torch.cat([sy, qy])
-        phi = adapt(model, params, X, y, loss_fn, inner_lr, inner_steps, first_order=True)
+        phi = adapt(model, params, X, y, loss_fn, first_order)
         return {"__loss__": loss_fn(functional_forward(model, phi, X), y), **phi}
 
     with torch.no_grad():
@@ -499,25 +614,20 @@ def reptile_direction(
 # Evaluation over test episodes
 # --------------------------------------------------------------------------------------
 
-def _method_settings(model: nn.Module, method: str, adapt_keys, per_param_lr, step_lrs=None) -> dict:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "metasgd" and per_param_lr is None:
-        raise ValueError("method='metasgd' needs per_param_lr: create it with meta.init_per_param_lr(...)")
-    if per_param_lr is not None and method in ("reptile", "protonet"):
-        raise ValueError(f"per_param_lr (per-parameter inner learning rates) works with maml, fomaml, anil or "
-                         f"metasgd, not {method!r}")
-    if step_lrs is not None and method not in ("maml", "fomaml", "anil"):
-        raise ValueError(f"step_lrs (MAML++'s learned rates) work with maml, fomaml or anil, not {method!r}")
-    if method == "anil" and adapt_keys is None:
-        adapt_keys = head_keys(model)
-    return {
-        "first_order": method in ("fomaml", "reptile"),
-        "adapt_keys": adapt_keys,
-        "per_param_lr": per_param_lr,  # an option of the inner loop; "metasgd" only insists on it
-        "step_lrs": step_lrs,
-        "protonet": method == "protonet",
-    }
+_OLD_KEYWORDS = ("inner_lr", "inner_steps", "first_order", "per_param_lr", "adapt_keys", "step_lrs", "num_steps")
+
+
+def _refuse_old_keywords(where: str, given: Mapping[str, Any]) -> None:
+    """A clear error for keywords this function does not take (the inner loop's settings come as one object)."""
+    if not given:
+        return
+    hint = ""
+    if any(k in _OLD_KEYWORDS for k in given):
+        hint = ("; the inner loop's settings come as one object, inner=meta.InnerLoop(lr=..., steps=..., "
+                "first_order=..., adapt_keys=..., per_param_lr=..., step_lrs=...)")
+        if "num_steps" in given:
+            hint += ", and meta_train's number of outer steps is outer_steps"
+    raise TypeError(f"{where}() got unexpected keyword argument(s) {sorted(given)}{hint}")
 
 
 def evaluate_episodes(
@@ -525,27 +635,37 @@ def evaluate_episodes(
     episodes: Iterable[Episode],
     *,
     method: str = "maml",
-    inner_lr: float = 0.4,
-    inner_steps: int = 1,
+    inner: InnerLoop = InnerLoop(),
     loss_fn: LossFn = F.cross_entropy,
     metric: Metric | None = accuracy,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
     backend: str = "vmap",
     chunk_size: int = 20,
-    step_lrs: Params | None = None,
+    **old: Any,
 ) -> EpisodeScores:
     """Meta-test: adapt to each episode's support set, score its query set; mean ± 95 % CI.
 
-    ``method`` picks the adaptation (as in :func:`meta_train`); ``inner_steps``
-    may differ from training (several steps at test time are usual). The score
-    is ``metric`` (default accuracy) or, with ``metric=None``, the query loss
-    (e.g. mean squared error for regression). Adaptation at test time needs no
-    meta-gradient, so it runs without building a graph, ``chunk_size`` episodes
-    at a time. Report over at least 600 episodes, as few-shot papers do.
+    ``method`` picks the adaptation (as in :func:`meta_train`) and ``inner`` the
+    inner loop, whose steps may differ from training (several steps at test
+    time are usual). The score is ``metric`` (default accuracy) or, with
+    ``metric=None``, the query loss (e.g. mean squared error for regression).
+    Adaptation at test time needs no meta-gradient, so it runs first-order
+    without building a graph, ``chunk_size`` episodes at a time. Report over at
+    least 600 episodes, as few-shot papers do.
+
+    The task of :func:`meta_objective` twice (the query loss is 4 after one
+    step) and once with a query point the adapted model fits (loss 0):
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.zero_()
+    >>> x, two = torch.ones(1, 1), torch.full((1, 1), 2.0)
+    >>> tasks = [Episode(x, two, 2 * x, 2 * two), Episode(x, two, 2 * x, 2 * two), Episode(x, two, x, x)]
+    >>> scores = evaluate_episodes(model, tasks, inner=InnerLoop(0.25, 1), loss_fn=F.mse_loss, metric=None)
+    >>> scores.values.tolist(), round(scores.mean, 3)
+    ([4.0, 4.0, 0.0], 2.667)
     """
-    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
-    settings["first_order"] = True  # no meta-gradient is needed at test time
+    _refuse_old_keywords("evaluate_episodes", old)
+    inner = replace(inner.for_method(method, model), first_order=True)  # no meta-gradient at test time
     values: list[float] = []
     episodes = list(episodes)
     if len(episodes) < 2:
@@ -556,8 +676,8 @@ def evaluate_episodes(
         for start in range(0, len(episodes), chunk_size):
             chunk = episodes[start : start + chunk_size]
             with torch.no_grad():
-                out = meta_objective(model, chunk, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
-                                     backend=backend, **settings)
+                out = meta_objective(model, chunk, inner=inner, loss_fn=loss_fn, protonet=method == "protonet",
+                                     backend=backend)
             values += out.task_metrics(metric) if metric is not None else out.task_losses.tolist()
     finally:
         model.train(was_training)
@@ -573,8 +693,8 @@ def multitask_meta_objective(tasks: Mapping[str, tuple[nn.Module, Batch, Mapping
 
     ``tasks[k] = (view, batch, settings)``: the network as task ``k`` sees it (the
     shared body ``θ_sh`` and its head ``θ_k``), a meta-batch of its episodes, and the
-    keywords of :func:`meta_objective` for it (``adapt_keys``, ``loss_fn``,
-    ``inner_lr``, ...). Chapter 7's multi-task meta-learning averages over the kinds
+    keywords of :func:`meta_objective` for it (its ``inner`` loop, ``loss_fn``,
+    ...). Chapter 7's multi-task meta-learning averages over the kinds
     (``reduction="mean"``); Chapter 8's M3TL adds its source tasks (``"sum"``).
     Returns the objective and each task's mean query loss.
     """
@@ -610,39 +730,36 @@ def meta_gradient_step(
     optimizer: torch.optim.Optimizer,
     *,
     method: str = "maml",
+    inner: InnerLoop = InnerLoop(),
     loss_fn: LossFn = F.cross_entropy,
-    inner_lr: float = 0.4,
-    inner_steps: int = 1,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
     backend: str = "vmap",
     randomness: str = "different",
-    step_lrs: Params | None = None,
     step_weights: torch.Tensor | Sequence[float] | None = None,
+    **old: Any,
 ) -> MetaOutput | torch.Tensor:
     """One outer step of ``method`` on one meta-batch: meta-gradient, then ``optimizer.step()``.
 
     Returns the :class:`MetaOutput` of the batch (for Reptile, the tasks' losses after adaptation).
     """
-    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
+    _refuse_old_keywords("meta_gradient_step", old)
+    inner = inner.for_method(method, model)
     optimizer.zero_grad(set_to_none=True)
     if method == "reptile":
-        direction, losses = reptile_direction(model, batch, loss_fn=loss_fn, inner_lr=inner_lr,
-                                              inner_steps=inner_steps, backend=backend, randomness=randomness)
+        direction, losses = reptile_direction(model, batch, inner=inner, loss_fn=loss_fn, backend=backend,
+                                              randomness=randomness)
         for name, p in model.named_parameters():
             if name in direction:
                 p.grad = direction[name].clone()
         optimizer.step()
         return losses
-    out = meta_objective(model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
-                         backend=backend, randomness=randomness, step_weights=step_weights, **settings)
+    out = meta_objective(model, batch, inner=inner, loss_fn=loss_fn, protonet=method == "protonet",
+                         backend=backend, randomness=randomness, step_weights=step_weights)
     out.loss.backward()
     optimizer.step()
-    for rates in (settings["per_param_lr"], settings["step_lrs"]):
-        if rates is not None:
-            with torch.no_grad():  # a negative learning rate would make the inner loop ascend
-                for rate in rates.values():
-                    rate.clamp_(min=0.0)
+    if inner.learned_rates is not None:
+        with torch.no_grad():  # a negative learning rate would make the inner loop ascend
+            for rate in inner.learned_rates.values():
+                rate.clamp_(min=0.0)
     return out
 
 
@@ -651,14 +768,11 @@ def meta_train(
     sample_batch: Callable[[], Batch],
     *,
     method: str = "maml",
-    num_steps: int = 1000,
+    outer_steps: int = 1000,
     meta_lr: float = 1e-3,
-    inner_lr: float = 0.4,
-    inner_steps: int = 1,
+    inner: InnerLoop = InnerLoop(),
     loss_fn: LossFn = F.cross_entropy,
     metric: Metric | None = accuracy,
-    per_param_lr: Params | None = None,
-    adapt_keys: Sequence[str] | None = None,
     backend: str = "vmap",
     optimizer: torch.optim.Optimizer | None = None,
     val_episodes: Sequence[Episode] | None = None,
@@ -666,24 +780,26 @@ def meta_train(
     eval_inner_steps: int | None = None,
     randomness: str = "different",
     desc: str = "meta-training",
-    step_lrs: Params | None = None,
     multi_step_loss: int = 0,
     checkpoint: runtime.Checkpoint | None = None,
+    **old: Any,
 ) -> MetaHistory:
-    """Meta-train ``model`` with ``method`` for ``num_steps`` outer steps; the one loop for all methods.
+    """Meta-train ``model`` with ``method`` for ``outer_steps`` outer steps; the one loop for all methods.
 
     ``sample_batch()`` returns a meta-batch (a list of episodes, e.g.
-    ``lambda: sampler.batch(32)``). Each outer step computes the method's
+    ``lambda: sampler.batch(32)``), and ``inner`` is the inner loop
+    (:class:`InnerLoop`), made once. Each outer step computes the method's
     meta-gradient (MAML: through the inner loop; first-order MAML: without its
     second-order term; ANIL: inner loop on the head only; Meta-SGD: also for
-    the learned rates ``per_param_lr``; Reptile: the direction ``θ − φ``;
+    the learned rates ``inner.per_param_lr``; Reptile: the direction ``θ − φ``;
     ProtoNet: through the prototype classifier) and lets ``optimizer`` (default
     Adam, ``meta_lr``) update the meta-parameters. With ``val_episodes`` the
-    model is scored on them every ``eval_every`` steps and the best state
+    model is scored on them every ``eval_every`` outer steps (with
+    ``eval_inner_steps`` inner steps, default ``inner.steps``) and the best state
     (model and learned rates) is restored at the end: model selection on
     validation tasks, never on test tasks.
 
-    MAML++ (Antoniou et al., 2019) adds two options: ``step_lrs``, learned
+    MAML++ (Antoniou et al., 2019) adds two options: ``inner.step_lrs``, learned
     rates per layer and per inner step (:func:`init_step_lrs`, meta-learned and
     restored like Meta-SGD's), and ``multi_step_loss=N``, the multi-step loss
     whose weights (:func:`multi_step_weights`) move from all inner steps to the
@@ -696,14 +812,28 @@ def meta_train(
     ``sample_batch()`` once for every step already done, so that a sampler with
     its own generator draws the same next batches. The resumed run ends with the
     same parameters as one that was never stopped.
+
+    Meta-training the one-weight model of :func:`meta_objective` on its task:
+    the meta-gradient there is ``2(w − 2)``, so plain SGD with step 0.25 halves
+    the distance to ``w = 2`` at every outer step.
+
+    >>> model = nn.Linear(1, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.zero_()
+    >>> task = Episode(torch.ones(1, 1), torch.full((1, 1), 2.0), torch.full((1, 1), 2.0), torch.full((1, 1), 4.0))
+    >>> history = meta_train(model, lambda: [task], outer_steps=3, inner=InnerLoop(0.25, 1), loss_fn=F.mse_loss,
+    ...                      metric=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.25), desc="doctest")
+    >>> history.loss, model.weight.item()
+    ([4.0, 1.0, 0.25], 1.75)
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    _refuse_old_keywords("meta_train", old)
+    if outer_steps < 1:
+        raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
     if multi_step_loss < 0 or (multi_step_loss and method not in ("maml", "fomaml", "anil", "metasgd")):
         raise ValueError(f"multi_step_loss must be >= 0 and works with maml, fomaml, anil or metasgd, "
                          f"got {multi_step_loss} with {method!r}")
-    settings = _method_settings(model, method, adapt_keys, per_param_lr, step_lrs)
-    rates = settings["per_param_lr"] if settings["per_param_lr"] is not None else settings["step_lrs"]
+    inner = inner.for_method(method, model)
+    rates = inner.learned_rates
     if optimizer is None:
         meta_params = [p for p in model.parameters() if p.requires_grad]
         if rates is not None:
@@ -711,6 +841,7 @@ def meta_train(
         optimizer = torch.optim.Adam(meta_params, lr=meta_lr)
     history, best = MetaHistory(), training.BestOnValidation()
     higher_is_better = metric is not None
+    eval_inner = inner if eval_inner_steps is None else inner.with_steps(eval_inner_steps)
 
     def current_rates():
         return None if rates is None else {k: v.detach().clone() for k, v in rates.items()}
@@ -728,8 +859,8 @@ def meta_train(
         model.load_state_dict(state[0])
         set_rates(state[1])
 
-    signature = {"loop": "meta_train", "method": method, "num_steps": num_steps, "inner_lr": inner_lr,
-                 "inner_steps": inner_steps}
+    signature = {"loop": "meta_train", "method": method, "outer_steps": outer_steps, "inner_lr": inner.lr,
+                 "inner_steps": inner.steps}
     run = runtime.Resumable(checkpoint, signature, model, optimizer)
 
     def state() -> dict:
@@ -746,31 +877,26 @@ def meta_train(
         done = saved["step"]
 
     model.train()
-    for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
-        weights = multi_step_weights(inner_steps, (step - 1) / multi_step_loss) if multi_step_loss else None
-        out = meta_gradient_step(model, sample_batch(), optimizer, method=method, loss_fn=loss_fn,
-                                 inner_lr=inner_lr, inner_steps=inner_steps, per_param_lr=per_param_lr,
-                                 adapt_keys=adapt_keys, backend=backend, randomness=randomness,
-                                 step_lrs=step_lrs, step_weights=weights)
+    for step in runtime.progress(range(done + 1, outer_steps + 1), desc=desc, initial=done, total=outer_steps):
+        weights = multi_step_weights(inner.steps, (step - 1) / multi_step_loss) if multi_step_loss else None
+        out = meta_gradient_step(model, sample_batch(), optimizer, method=method, inner=inner, loss_fn=loss_fn,
+                                 backend=backend, randomness=randomness, step_weights=weights)
         if isinstance(out, MetaOutput):
             history.loss.append(out.loss.item())
             if metric is not None:
                 history.metric.append(float(np.mean(out.task_metrics(metric))))
         else:
             history.loss.append(out.mean().item())
-        if val_episodes is not None and (step % eval_every == 0 or step == num_steps):
-            scores = evaluate_episodes(
-                model, val_episodes, method=method, inner_lr=inner_lr,
-                inner_steps=inner_steps if eval_inner_steps is None else eval_inner_steps,
-                loss_fn=loss_fn, metric=metric, per_param_lr=per_param_lr, adapt_keys=adapt_keys, backend=backend,
-                step_lrs=step_lrs)
+        if val_episodes is not None and (step % eval_every == 0 or step == outer_steps):
+            scores = evaluate_episodes(model, val_episodes, method=method, inner=eval_inner, loss_fn=loss_fn,
+                                       metric=metric, backend=backend)
             history.val_step.append(step)
             history.val_metric.append(scores.mean)
             if best.update(scores.mean if higher_is_better else -scores.mean, step, snapshot):
                 history.best_step = step
             model.train()
         done = step
-        if step < num_steps:
+        if step < outer_steps:
             run.save_if_due(state)
     run.finish(state)
     best.restore(restore)
@@ -797,6 +923,6 @@ def adapted_predictions(
     curves = {}
     with torch.no_grad():
         for n in sorted(set(int(s) for s in steps)):
-            phi = adapt(model, params, support_X, support_y, loss_fn, inner_lr, n, first_order=True)
+            phi = adapt(model, params, support_X, support_y, loss_fn, InnerLoop(inner_lr, n, first_order=True))
             curves[n] = functional_forward(model, phi, x).squeeze(-1).cpu()
     return curves

@@ -380,7 +380,8 @@ def task_loss(model: nn.Module, episode: Episode, inner_lr: float,
     n_support = len(episode.support_y)
     feats = model.features(torch.cat([episode.support_X, episode.query_X]))
     theta = dict(model.head.named_parameters())
-    phi = meta.adapt(model.head, theta, feats[:n_support], episode.support_y, F.cross_entropy, inner_lr, inner_steps)
+    phi = meta.adapt(model.head, theta, feats[:n_support], episode.support_y, F.cross_entropy,
+                     meta.InnerLoop(inner_lr, inner_steps))
     logits = functional_forward(model.head, phi, feats[n_support:])
     return F.cross_entropy(logits, episode.query_y), logits
 
@@ -474,4 +475,4 @@ def meta_test(model: nn.Module, data: LabelledSet, classes: Sequence[int], *, nu
     features = LabelledSet(extract_features(model, subset.X), subset.y, subset.class_names)
     episodes = EpisodeSampler(features, None, n_way, k_shot, q_queries, seed=seed).batch(num_episodes)
     head = copy.deepcopy(model.head).requires_grad_(True)
-    return meta.evaluate_episodes(head, episodes, method="maml", inner_lr=inner_lr, inner_steps=inner_steps)
+    return meta.evaluate_episodes(head, episodes, method="maml", inner=meta.InnerLoop(inner_lr, inner_steps))

@@ -163,7 +163,7 @@ def get_profile() -> str:
 
 
 def by_profile(quick: T, full: T, profile: str | None = None) -> T:
-    """Choose a setting by profile: ``num_steps = by_profile(quick=300, full=60_000)``."""
+    """Choose a setting by profile: ``outer_steps = by_profile(quick=300, full=60_000)``."""
     profile = get_profile() if profile is None else profile
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -399,8 +399,8 @@ def describe() -> str:
     device, profile = get_device(), get_profile()
     line = f"device={device.type} profile={profile} torch={torch.__version__.split('+')[0]}"
     line += f" seed_offset={seed_offset()}" if seed_offset() else ""
-    if profile == "quick":
-        how = "quick profile, minutes on a CPU; the papers' settings (hours on a GPU): %env MTL_COURSE_PROFILE=full"
+    if profile == "quick":  # short lines: they fit the book's page
+        how = "quick profile: minutes on a CPU. The papers' settings take hours on a GPU:\n%env MTL_COURSE_PROFILE=full"
     else:
-        how = "full profile, the papers' settings: hours even on a GPU; back to minutes: %env MTL_COURSE_PROFILE=quick"
+        how = "full profile, the papers' settings: hours even on a GPU. Back to minutes:\n%env MTL_COURSE_PROFILE=quick"
     return f"{line}\n{how}"

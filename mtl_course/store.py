@@ -399,10 +399,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m mtl_course.store", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train recipes (default: all) in the quick profile and write weights + "
-                                      "manifest (`python -m mtl_course.train` adds profiles and resumable runs)")
-    t.add_argument("names", nargs="*")
-    t.add_argument("--out", type=Path, default=STORE_DIR)
+    moved = sub.add_parser("train", help="moved: `python -m mtl_course.train NAME ... [--profile quick|full]`")
+    moved.add_argument("names", nargs="*")
     v = sub.add_parser("evaluate", help="test stored models again (weights unchanged) and update their metrics")
     v.add_argument("names", nargs="+")
     v.add_argument("--out", type=Path, default=STORE_DIR)
@@ -424,17 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             except StoreError as error:
                 print(f"{name}: {error}")
         return 0
-    names = args.names or list(recipes())
-    for name in names:
-        recipe(name)  # unknown names fail before any training starts
-    total = 0.0
-    for name in names:
-        print(f"training {name} ...", flush=True)
-        e = train(name, args.out)
-        total += e["seconds"]
-        print(f"  {name}: {e['seconds']:.0f} s, {e['bytes'] / 1e6:.2f} MB, metrics {e['metrics']}", flush=True)
-    print(f"trained {len(names)} model(s) in {total:.0f} s")
-    return 0
+    parser.error("training has one command, with profiles and resumable runs: "
+                 "python -m mtl_course.train NAME ... [--profile quick|full] (or `make models`)")
 
 
 if __name__ == "__main__":

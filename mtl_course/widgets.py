@@ -52,7 +52,7 @@ def sinusoid_explorer(models_: dict, inner_lr: float | dict[str, float], max_ste
 
     Each redraw calls :func:`mtl_course.viz.plot_sinusoid_adaptation`, the same
     function that draws the chapter's static figure, with the curves before
-    adaptation and after ``num_steps`` inner steps. ``inner_lr`` may give one
+    adaptation and after ``inner_steps`` inner steps. ``inner_lr`` may give one
     step size per model name. Needs ``ipywidgets`` and a running kernel; it draws
     when the reader presses its button (nothing is drawn when the notebook is
     executed headless, which keeps stored outputs stable).
@@ -63,11 +63,11 @@ def sinusoid_explorer(models_: dict, inner_lr: float | dict[str, float], max_ste
     from .data import SineTask, SinusoidTasks
     from .viz import plot_sinusoid_adaptation
 
-    def show(amplitude: float, phase: float, k_shot: int, num_steps: int):
+    def show(amplitude: float, phase: float, k_shot: int, inner_steps: int):
         task = SineTask(amplitude, phase)
         episode = SinusoidTasks(seed=seed).sample_episode(k_shot, 0, task=task)
         _, ax = plt.subplots(figsize=(7, 3.5))
-        plot_sinusoid_adaptation(ax, models_, task, episode.support_X, episode.support_y, [0, num_steps], inner_lr)
+        plot_sinusoid_adaptation(ax, models_, task, episode.support_X, episode.support_y, [0, inner_steps], inner_lr)
         plt.show()
 
     return widgets.interact_manual(
@@ -75,7 +75,7 @@ def sinusoid_explorer(models_: dict, inner_lr: float | dict[str, float], max_ste
         amplitude=widgets.FloatSlider(value=3.0, min=0.1, max=5.0, step=0.1, description="amplitude"),
         phase=widgets.FloatSlider(value=1.0, min=0.0, max=3.14, step=0.05, description="phase"),
         k_shot=widgets.IntSlider(value=10, min=1, max=40, description="K"),
-        num_steps=widgets.IntSlider(value=1, min=0, max=max_steps, description="inner steps"),
+        inner_steps=widgets.IntSlider(value=1, min=0, max=max_steps, description="inner steps"),
     )
 
 

@@ -42,9 +42,9 @@ def meta_batch(step: int) -> list[Episode]:
             for _ in range(META_BATCH)]
 
 
-def inner_settings(method: str) -> dict:
+def inner_settings(method: str, rates: dict | None) -> dict:
     steps = 2 if method == "reptile" else 1
-    return dict(method=method, inner_lr=0.1, inner_steps=steps, backend="loop")
+    return dict(method=method, inner=meta.InnerLoop(lr=0.1, steps=steps, per_param_lr=rates), backend="loop")
 
 
 def meta_parameters(model: torch.nn.Module, rates: dict | None) -> list[torch.Tensor]:
@@ -56,8 +56,7 @@ def one_step_gradient(method: str) -> torch.Tensor:
     model, rates = tiny_learner(method)
     params = meta_parameters(model, rates)
     optimizer = distributed.AveragedOptimizer(torch.optim.SGD(params, lr=0.0))
-    meta.meta_gradient_step(model, distributed.shard(meta_batch(0)), optimizer, per_param_lr=rates,
-                            **inner_settings(method))
+    meta.meta_gradient_step(model, distributed.shard(meta_batch(0)), optimizer, **inner_settings(method, rates))
     return torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None])
 
 
@@ -72,8 +71,8 @@ def short_run(method: str) -> torch.Tensor:
     params = meta_parameters(model, rates)
     optimizer = distributed.AveragedOptimizer(torch.optim.SGD(params, lr=0.05, momentum=0.9))
     steps = iter(range(SHORT_RUN))
-    meta.meta_train(model, lambda: distributed.shard(meta_batch(next(steps))), num_steps=SHORT_RUN,
-                    optimizer=optimizer, per_param_lr=rates, desc="distributed test", **inner_settings(method))
+    meta.meta_train(model, lambda: distributed.shard(meta_batch(next(steps))), outer_steps=SHORT_RUN,
+                    optimizer=optimizer, desc="distributed test", **inner_settings(method, rates))
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
@@ -143,7 +142,7 @@ def test_one_process_is_the_plain_optimizer() -> None:
     opt_a = torch.optim.SGD(plain.parameters(), lr=0.1)
     opt_b = distributed.AveragedOptimizer(torch.optim.SGD(wrapped.parameters(), lr=0.1))
     for net, opt in ((plain, opt_a), (wrapped, opt_b)):
-        meta.meta_gradient_step(net, meta_batch(0), opt, **inner_settings("maml"))
+        meta.meta_gradient_step(net, meta_batch(0), opt, **inner_settings("maml", None))
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), wrapped.parameters()))
 
 

@@ -57,7 +57,7 @@ def test_anil_score_on_features_equals_adapting_the_head_of_the_whole_network():
     net = trained_head_net()
     shortcut = few_shot.score(net, "anil", data, 5, 1, num=6, q_queries=3, inner_lr=0.5, inner_steps=2)
     direct = meta.evaluate_episodes(net, few_shot.episodes(data, 5, 1, 6, few_shot.TEST_SEED, q_queries=3),
-                                    method="anil", inner_lr=0.5, inner_steps=2)
+                                    method="anil", inner=meta.InnerLoop(lr=0.5, steps=2))
     assert shortcut.values == pytest.approx(direct.values)
 
 

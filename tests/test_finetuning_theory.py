@@ -110,14 +110,14 @@ def test_both_objectives_recover_an_exactly_shared_subspace():
     tasks = ft.task_batch(B, 0.0, 40, 15, 15, 0.1, rng)
     B_init = rng.standard_normal((10, 2)) / np.sqrt(10)
     for objective in ft.OBJECTIVES:
-        B_hat, losses = ft.meta_train_representation(tasks, objective, B_init, num_steps=100)
+        B_hat, losses = ft.meta_train_representation(tasks, objective, B_init, outer_steps=100)
         assert losses[-1] < 0.1 * losses[0], objective
         assert ft.principal_angle_sines(B, B_hat)[0] < 0.1, objective
 
 
 def test_finetuned_procedure_wins_when_tasks_need_their_own_representation():
     rows = ft.compare_objectives([0.0, 1.0], [0], d=12, k=2, num_source=40, n_support=15, n_query=15,
-                                 num_target=100, num_steps=80)
+                                 num_target=100, outer_steps=80)
     risk = {(r["delta"], r["objective"], r["procedure"]): r["risk"] for r in rows}
     # δ = 0: the frozen objective and procedure are best; δ = 1: fine-tuning is
     assert risk[(0.0, "frozen", "frozen")] < risk[(0.0, "fine-tuning", "fine-tuned")]

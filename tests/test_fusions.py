@@ -195,12 +195,13 @@ def test_multitask_meta_objective_is_the_mean_of_per_kind_maml_objectives():
     model = _kind_model()
     families = FunctionFamilies(seed=4)
     batches = {k: families.batch(3, 5, 5, kind=k) for k in KINDS}
-    kw = dict(loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
+    kw = dict(loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.05, steps=2))
     total = fusions.multitask_meta_objective(model, batches, **kw)
     expected = []
     for kind, batch in batches.items():
         view, keys = fusions.kind_view(model, kind)
-        expected.append(meta.meta_objective(view, batch, adapt_keys=keys, backend="loop", **kw).loss)
+        inner = meta.InnerLoop(lr=0.05, steps=2, adapt_keys=keys)
+        expected.append(meta.meta_objective(view, batch, inner=inner, loss_fn=F.mse_loss, backend="loop").loss)
     assert torch.allclose(total, torch.stack(expected).mean(), rtol=1e-5)
     # every head receives a meta-gradient only from its own kind's tasks
     total.backward()
@@ -216,13 +217,14 @@ def test_multitask_meta_train_lowers_the_meta_loss():
     model = _kind_model()
     families = FunctionFamilies(seed=0)
     fixed = {k: families.batch(4, 5, 5, kind=k) for k in KINDS}  # one fixed meta-batch: the loss must go down
-    before = fusions.multitask_meta_objective(copy.deepcopy(model), fixed, loss_fn=F.mse_loss, inner_lr=0.01).item()
-    losses = fusions.multitask_meta_train(model, lambda: fixed, num_steps=60, meta_lr=1e-2, loss_fn=F.mse_loss,
-                                          inner_lr=0.01)
+    inner = meta.InnerLoop(lr=0.01)
+    before = fusions.multitask_meta_objective(copy.deepcopy(model), fixed, loss_fn=F.mse_loss, inner=inner).item()
+    losses = fusions.multitask_meta_train(model, lambda: fixed, outer_steps=60, meta_lr=1e-2, loss_fn=F.mse_loss,
+                                          inner=inner)
     assert len(losses) == 60 and losses[0] == pytest.approx(before, rel=1e-5)
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError):
-        fusions.multitask_meta_train(model, lambda: fixed, num_steps=0)
+        fusions.multitask_meta_train(model, lambda: fixed, outer_steps=0)
 
 
 def test_mtl_proper_fits_its_tasks():

@@ -119,7 +119,7 @@ def test_bad_configurations_are_explained():
     with pytest.raises(ValueError, match="adds no unseen tasks"):
         mtl_net.add_task(m3tl.task("zoom", "regression"))
     with pytest.raises(ValueError, match="no meta-optimisation"):
-        m3tl.meta_train(mtl_net, {"angle": lambda: []}, num_steps=1)
+        m3tl.meta_train(mtl_net, {"angle": lambda: []}, outer_steps=1)
     net = m3tl.build(m3tl.M3TLConfig(shapes, {"profile": m3tl.EncoderSpec()}, _tasks()))
     with pytest.raises(ValueError, match="single-level training of the MTL reduction"):
         m3tl.fit_joint(net, data)
@@ -229,22 +229,22 @@ def test_meta_reduction_equals_meta_train_on_a_conv4():
                              reduction="meta")
     net = m3tl.build(config, seed=5)
     sampler = EpisodeSampler(data.labelled_set(["image"]), n_way=3, k_shot=2, q_queries=3, seed=0)
-    hist = m3tl.meta_train(net, {"character": lambda: sampler.batch(2)}, num_steps=3, meta_lr=1e-2, inner_lr=0.3,
-                           inner_steps=2)
+    hist = m3tl.meta_train(net, {"character": lambda: sampler.batch(2)}, outer_steps=3, meta_lr=1e-2,
+                           inner=meta.InnerLoop(lr=0.3, steps=2))
 
     torch.manual_seed(5)
     ref = models.Conv4(1, 4, 3, image_size=SIZE)  # Chapter 4's MAML network
     ref_sampler = EpisodeSampler(LabelledSet(data.inputs["image"], data.classes, data.class_names), n_way=3,
                                  k_shot=2, q_queries=3, seed=0)
-    ref_hist = meta.meta_train(ref, lambda: ref_sampler.batch(2), method="maml", num_steps=3, meta_lr=1e-2,
-                               inner_lr=0.3, inner_steps=2, metric=None)
+    ref_hist = meta.meta_train(ref, lambda: ref_sampler.batch(2), method="maml", outer_steps=3, meta_lr=1e-2,
+                               inner=meta.InnerLoop(lr=0.3, steps=2), metric=None)
     assert hist.loss == pytest.approx(ref_hist.loss, abs=1e-6)
     _close(net, ref, atol=1e-5)
     test = _conv_episodes(data, 4, seed=9)
     ours = m3tl.meta_test(net, "character", test, parts="all", inner_lr=0.3, inner_steps=2)
     ref_test = [Episode(e.support_X.view(-1, 1, SIZE, SIZE), e.support_y, e.query_X.view(-1, 1, SIZE, SIZE),
                         e.query_y) for e in test]
-    theirs = meta.evaluate_episodes(ref, ref_test, method="maml", inner_lr=0.3, inner_steps=2)
+    theirs = meta.evaluate_episodes(ref, ref_test, method="maml", inner=meta.InnerLoop(lr=0.3, steps=2))
     assert ours.mean == pytest.approx(theirs.mean, abs=1e-6)
 
 
@@ -287,8 +287,9 @@ def test_meta_train_over_heterogeneous_tasks_and_meta_test_a_new_kind():
                 "angle": TaskEpisodes(cdata, "angle", n_way=3, k_shot=2, q_queries=3, seed=1)}
     before = copy.deepcopy(net.state_dict())
     val = {t: s.episodes(4) for t, s in samplers.items()}
-    hist = m3tl.meta_train(cached, {t: (lambda s=s: s.batch(3)) for t, s in samplers.items()}, num_steps=4,
-                           meta_lr=1e-2, inner_lr={"character": 0.3, "angle": 0.1}, val_episodes=val, eval_every=2)
+    inner = {"character": meta.InnerLoop(lr=0.3), "angle": meta.InnerLoop(lr=0.1)}
+    hist = m3tl.meta_train(cached, {t: (lambda s=s: s.batch(3)) for t, s in samplers.items()}, outer_steps=4,
+                           meta_lr=1e-2, inner=inner, val_episodes=val, eval_every=2)
     assert len(hist.loss) == 4 and len(hist.metric[0]) == 2 and hist.best_step in (2, 4)
     moved = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith("heads.angle") for k in moved) and any(k.startswith("backbone") for k in moved)

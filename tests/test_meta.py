@@ -7,6 +7,7 @@ plain-autograd versions, and prototype logits with a hand computation.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def sgd_by_hand(model, params: dict, X, y, loss_fn, lr: float, steps: int) -> di
 def test_maml_meta_gradient_equals_finite_differences(backend):
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
-    kwargs = dict(loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3, backend=backend)
+    kwargs = dict(loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.05, steps=3), backend=backend)
     analytic = meta_grad(model, batch, params, **kwargs)
     numeric = finite_differences(lambda: meta.meta_objective(model, batch, **kwargs).loss, params)
     assert torch.allclose(analytic, numeric, rtol=1e-6, atol=1e-8), (analytic - numeric).abs().max()
@@ -110,7 +111,7 @@ def test_maml_meta_gradient_equals_finite_differences(backend):
 def test_maml_through_conv_net_equals_finite_differences():
     model, batch = tiny_conv(), image_batch(num_tasks=2)
     params = {k: v for k, v in model.named_parameters() if k in ("block1.0.weight", "block2.1.weight", "head.bias")}
-    kwargs = dict(inner_lr=0.4, inner_steps=2, backend="vmap")
+    kwargs = dict(inner=meta.InnerLoop(lr=0.4, steps=2), backend="vmap")
     analytic = meta_grad(model, batch, params, **kwargs)
     numeric = finite_differences(lambda: meta.meta_objective(model, batch, **kwargs).loss, params, max_coords=4)
     chosen = numeric != 0  # the coordinates that were differentiated numerically
@@ -127,10 +128,10 @@ def test_loop_and_vmap_backends_agree(method):
     batch = image_batch()
     params = dict(model.named_parameters())
     rates = meta.init_per_param_lr(params, 0.3) if method == "metasgd" else None
-    settings = meta._method_settings(model, method, None, rates)
+    inner = meta.InnerLoop(lr=0.3, steps=2, per_param_lr=rates).for_method(method, model)
     results = {}
     for backend in meta.BACKENDS:
-        out = meta.meta_objective(model, batch, inner_lr=0.3, inner_steps=2, backend=backend, **settings)
+        out = meta.meta_objective(model, batch, inner=inner, protonet=method == "protonet", backend=backend)
         wrt = list(params.values()) + (list(rates.values()) if rates else [])
         results[backend] = (out.task_losses.detach(), out.query_outputs.detach(),
                             flat(torch.autograd.grad(out.loss, wrt)))
@@ -140,8 +141,9 @@ def test_loop_and_vmap_backends_agree(method):
 
 def test_reptile_backends_agree():
     model, batch = tiny_mlp(), sine_batch()
-    a, la = meta.reptile_direction(model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3, backend="loop")
-    b, lb = meta.reptile_direction(model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3, backend="vmap")
+    inner = meta.InnerLoop(lr=0.05, steps=3)
+    a, la = meta.reptile_direction(model, batch, inner=inner, loss_fn=F.mse_loss, backend="loop")
+    b, lb = meta.reptile_direction(model, batch, inner=inner, loss_fn=F.mse_loss, backend="vmap")
     assert torch.allclose(flat(a.values()), flat(b.values()), atol=1e-12) and torch.allclose(la, lb)
 
 
@@ -158,9 +160,9 @@ def test_first_order_maml_is_query_gradient_at_adapted_params():
         phi = sgd_by_hand(model, params, ep.support_X, ep.support_y, F.mse_loss, lr, steps)
         query_loss = F.mse_loss(torch.func.functional_call(model, phi, (ep.query_X,)), ep.query_y)
         expected += flat(torch.autograd.grad(query_loss, list(phi.values()))) / len(batch)
-    kwargs = dict(loss_fn=F.mse_loss, inner_lr=lr, inner_steps=steps)
-    fomaml = meta_grad(model, batch, params, first_order=True, **kwargs)
-    maml = meta_grad(model, batch, params, **kwargs)
+    inner = meta.InnerLoop(lr=lr, steps=steps)
+    fomaml = meta_grad(model, batch, params, loss_fn=F.mse_loss, inner=replace(inner, first_order=True))
+    maml = meta_grad(model, batch, params, loss_fn=F.mse_loss, inner=inner)
     assert torch.allclose(fomaml, expected, rtol=1e-10, atol=1e-12)
     # ... and it is not the full meta-gradient: the dropped second-order term is not zero here.
     assert (maml - fomaml).abs().max() > 1e-3
@@ -169,7 +171,7 @@ def test_first_order_maml_is_query_gradient_at_adapted_params():
 def test_zero_inner_steps_gives_the_plain_multitask_gradient():
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
-    g = meta_grad(model, batch, params, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=0)
+    g = meta_grad(model, batch, params, loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.05, steps=0))
     joint = sum(F.mse_loss(model(ep.query_X), ep.query_y) for ep in batch) / len(batch)
     assert torch.allclose(g, flat(torch.autograd.grad(joint, list(params.values()))))
 
@@ -183,7 +185,8 @@ def test_anil_inner_loop_changes_only_the_head():
     params = models.params_of(model)
     heads = meta.head_keys(model)
     assert heads == ["head.weight", "head.bias"]
-    phi = meta.adapt(model, params, ep.support_X, ep.support_y, F.cross_entropy, 0.5, 3, adapt_keys=heads)
+    phi = meta.adapt(model, params, ep.support_X, ep.support_y, F.cross_entropy,
+                     meta.InnerLoop(lr=0.5, steps=3, adapt_keys=heads))
     assert set(phi) == set(params)
     for name in params:
         if name in heads:
@@ -196,7 +199,7 @@ def test_meta_sgd_rates_get_the_finite_difference_gradient():
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
     rates = meta.init_per_param_lr(params, 0.05)
-    kwargs = dict(loss_fn=F.mse_loss, inner_steps=2, per_param_lr=rates)
+    kwargs = dict(loss_fn=F.mse_loss, inner=meta.InnerLoop(steps=2, per_param_lr=rates))
     out = meta.meta_objective(model, batch, **kwargs)
     analytic = flat(torch.autograd.grad(out.loss, list(rates.values())))
     assert analytic.abs().max() > 0, "the learned rates must receive a gradient"
@@ -207,9 +210,9 @@ def test_meta_sgd_rates_get_the_finite_difference_gradient():
 def test_meta_sgd_with_equal_rates_is_maml():
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
-    a = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2).loss
-    b = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=2,
-                            per_param_lr=meta.init_per_param_lr(params, 0.05)).loss
+    a = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.05, steps=2)).loss
+    rates = meta.init_per_param_lr(params, 0.05)
+    b = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner=meta.InnerLoop(steps=2, per_param_lr=rates)).loss
     assert torch.allclose(a, b)
 
 
@@ -241,7 +244,8 @@ def test_maml_plus_plus_objective_equals_a_hand_written_one_and_finite_differenc
         for i, r in enumerate(rates.values()):
             r.mul_(torch.tensor([1.0, 0.5 + 0.1 * i, 1.5], dtype=r.dtype))
     weights = torch.tensor([0.2, 0.3, 0.5])
-    kwargs = dict(loss_fn=F.mse_loss, inner_steps=3, step_lrs=rates, step_weights=weights, backend=backend)
+    kwargs = dict(loss_fn=F.mse_loss, inner=meta.InnerLoop(steps=3, step_lrs=rates), step_weights=weights,
+                  backend=backend)
     ours = meta.meta_objective(model, batch, **kwargs).loss
     by_hand = multi_step_loss_by_hand(model, batch, rates, weights.tolist(), F.mse_loss)
     assert torch.allclose(ours, by_hand, rtol=1e-12)
@@ -255,9 +259,9 @@ def test_maml_plus_plus_objective_equals_a_hand_written_one_and_finite_differenc
 def test_maml_plus_plus_reduces_to_maml():
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
-    maml = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3).loss
-    last_only = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=3,
-                                    step_lrs=meta.init_step_lrs(params, 0.05, 3), step_weights=[0.0, 0.0, 1.0]).loss
+    maml = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.05, steps=3)).loss
+    plus = meta.InnerLoop(steps=3, step_lrs=meta.init_step_lrs(params, 0.05, 3))
+    last_only = meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner=plus, step_weights=[0.0, 0.0, 1.0]).loss
     assert torch.allclose(maml, last_only, rtol=1e-12)
 
 
@@ -279,7 +283,7 @@ def test_meta_train_with_maml_plus_plus_learns_its_rates():
     batch = [Episode(e.support_X.float(), e.support_y, e.query_X.float(), e.query_y, e.classes)
              for e in image_batch()]
     rates = meta.init_step_lrs(models.params_of(model), 0.1, 2)
-    history = meta.meta_train(model, lambda: batch, num_steps=3, inner_lr=0.1, inner_steps=2, step_lrs=rates,
+    history = meta.meta_train(model, lambda: batch, outer_steps=3, inner=meta.InnerLoop(0.1, 2, step_lrs=rates),
                               multi_step_loss=2, val_episodes=batch, eval_every=1)
     assert len(history.loss) == 3 and all(np.isfinite(history.loss))
     assert any(not torch.allclose(r, torch.full_like(r, 0.1)) for r in rates.values()), "the rates are learned"
@@ -290,14 +294,14 @@ def test_maml_plus_plus_bad_input_is_explained():
     model, batch = tiny_mlp(), sine_batch()
     params = dict(model.named_parameters())
     with pytest.raises(ValueError, match="one weight per inner step"):
-        meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=2, step_weights=[1.0])
+        meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner=meta.InnerLoop(steps=2), step_weights=[1.0])
     with pytest.raises(ValueError, match="fewer rates than the 3 inner steps"):
-        meta.meta_objective(model, batch, loss_fn=F.mse_loss, inner_steps=3, step_lrs=meta.init_step_lrs(params, 0.1, 2))
+        meta.InnerLoop(steps=3, step_lrs=meta.init_step_lrs(params, 0.1, 2))
     with pytest.raises(ValueError, match="not both"):
-        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.mse_loss, 0.1, 1,
-                   per_param_lr=meta.init_per_param_lr(params, 0.1), step_lrs=meta.init_step_lrs(params, 0.1, 1))
+        meta.InnerLoop(per_param_lr=meta.init_per_param_lr(params, 0.1), step_lrs=meta.init_step_lrs(params, 0.1, 1))
     with pytest.raises(ValueError, match="work with maml, fomaml or anil"):
-        meta.meta_train(model, lambda: batch, method="reptile", num_steps=1, step_lrs=meta.init_step_lrs(params, 0.1, 1))
+        meta.meta_train(model, lambda: batch, method="reptile", outer_steps=1,
+                        inner=meta.InnerLoop(step_lrs=meta.init_step_lrs(params, 0.1, 1)))
 
 
 # --------------------------------------------------------------------------------------
@@ -332,8 +336,8 @@ def test_reptile_update_is_theta_plus_eps_phi_minus_theta():
     phi = sgd_by_hand(model, theta, torch.cat([ep.support_X, ep.query_X]), torch.cat([ep.support_y, ep.query_y]),
                       F.mse_loss, lr, steps)
     optimizer = torch.optim.SGD(model.parameters(), lr=eps)
-    meta.meta_gradient_step(model, batch, optimizer, method="reptile", loss_fn=F.mse_loss, inner_lr=lr,
-                            inner_steps=steps)
+    meta.meta_gradient_step(model, batch, optimizer, method="reptile", loss_fn=F.mse_loss,
+                            inner=meta.InnerLoop(lr=lr, steps=steps))
     for name, p in model.named_parameters():
         expected = theta[name] + eps * (phi[name].detach() - theta[name])
         assert torch.allclose(p.detach(), expected, atol=1e-12), name
@@ -350,7 +354,7 @@ def test_vmap_second_order_through_batchnorm_is_wrong_and_is_refused(monkeypatch
     If a PyTorch release fixes this, the first assertion fails: the fallback can then be lifted."""
     model, batch = tiny_conv(norm="batch"), image_batch(num_tasks=2)
     params = {"block1.1.bias": model.block1[1].bias}
-    kwargs = dict(inner_lr=0.4, inner_steps=2)
+    kwargs = dict(inner=meta.InnerLoop(lr=0.4, steps=2))
     numeric = finite_differences(lambda: meta.meta_objective(model, batch, backend="loop", **kwargs).loss, params)
     loop = meta_grad(model, batch, params, backend="loop", **kwargs)
     assert torch.allclose(loop, numeric, rtol=1e-6, atol=1e-8)
@@ -366,8 +370,9 @@ def test_vmap_second_order_through_batchnorm_is_wrong_and_is_refused(monkeypatch
 def test_first_order_vmap_through_batchnorm_is_kept_and_correct(recwarn):
     model, batch = tiny_conv(norm="batch"), image_batch(num_tasks=2)
     params = dict(model.named_parameters())
-    a = meta_grad(model, batch, params, inner_steps=2, first_order=True, backend="loop")
-    b = meta_grad(model, batch, params, inner_steps=2, first_order=True, backend="vmap")
+    inner = meta.InnerLoop(steps=2, first_order=True)
+    a = meta_grad(model, batch, params, inner=inner, backend="loop")
+    b = meta_grad(model, batch, params, inner=inner, backend="vmap")
     assert torch.allclose(a, b, atol=1e-12)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
@@ -381,9 +386,9 @@ def test_meta_train_learns_sinusoids_and_restores_best_on_validation():
     model = models.MLP(1, (40, 40), 1)
     tasks = SinusoidTasks(seed=0)
     val = SinusoidTasks(seed=1).batch(50, 10, 10)
-    kwargs = dict(method="maml", loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=1, metric=None)
+    kwargs = dict(method="maml", loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.01, steps=1), metric=None)
     before = meta.evaluate_episodes(model, val, **kwargs)
-    history = meta.meta_train(model, lambda: tasks.batch(10, 10, 10), num_steps=200, meta_lr=1e-2,
+    history = meta.meta_train(model, lambda: tasks.batch(10, 10, 10), outer_steps=200, meta_lr=1e-2,
                               val_episodes=val, eval_every=50, **kwargs)
     after = meta.evaluate_episodes(model, val, **kwargs)
     assert len(history.loss) == 200 and history.val_step == [50, 100, 150, 200]
@@ -399,12 +404,11 @@ def test_meta_train_runs_every_method_on_images():
                  for e in image_batch()]
         rates = meta.init_per_param_lr(models.params_of(model), 0.1) if method == "metasgd" else None
         before = {k: v.detach().clone() for k, v in model.named_parameters()}
-        history = meta.meta_train(model, lambda: batch, method=method, num_steps=2, inner_lr=0.1,
-                                  per_param_lr=rates)
+        inner = meta.InnerLoop(lr=0.1, per_param_lr=rates)
+        history = meta.meta_train(model, lambda: batch, method=method, outer_steps=2, inner=inner)
         assert len(history.loss) == 2 and all(np.isfinite(history.loss))
         assert any(not torch.equal(before[k], v) for k, v in model.named_parameters()), method
-        scores = meta.evaluate_episodes(model, batch, method=method, inner_lr=0.1, inner_steps=2,
-                                        per_param_lr=rates)
+        scores = meta.evaluate_episodes(model, batch, method=method, inner=inner.with_steps(2))
         assert len(scores.values) == 3 and 0 <= scores.mean <= 1
 
 
@@ -423,17 +427,17 @@ def test_bad_input_is_explained():
     model, batch = tiny_conv(), image_batch()
     params = models.params_of(model)
     with pytest.raises(ValueError, match="method must be one of"):
-        meta.meta_train(model, lambda: batch, method="mamal", num_steps=1)
-    with pytest.raises(ValueError, match="needs per_param_lr"):
-        meta.meta_train(model, lambda: batch, method="metasgd", num_steps=1)
+        meta.meta_train(model, lambda: batch, method="mamal", outer_steps=1)
+    with pytest.raises(ValueError, match="needs learned rates"):
+        meta.meta_train(model, lambda: batch, method="metasgd", outer_steps=1)
     with pytest.raises(ValueError, match="backend must be one of"):
         meta.meta_objective(model, batch, backend="threads")
     with pytest.raises(ValueError, match="do not exist"):
-        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy, 0.1, 1,
-                   adapt_keys=["head.wieght"])
+        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy,
+                   meta.InnerLoop(0.1, 1, adapt_keys=["head.wieght"]))
     with pytest.raises(ValueError, match="need a learning rate for every adapted parameter"):
-        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy, 0.1, 1,
-                   per_param_lr=meta.init_per_param_lr(params, 0.1, keys=["head.bias"]))
+        meta.adapt(model, params, batch[0].support_X, batch[0].support_y, F.cross_entropy,
+                   meta.InnerLoop(0.1, 1, per_param_lr=meta.init_per_param_lr(params, 0.1, keys=["head.bias"])))
     with pytest.raises(ValueError, match="same shapes"):
         meta.meta_objective(model, batch + image_batch(num_tasks=1, k=1))
     with pytest.raises(ValueError, match="no parameters under `head`"):
@@ -464,7 +468,7 @@ def test_protonet_on_precomputed_features_equals_protonet_on_images():
 
 def test_anil_on_precomputed_features_equals_anil_on_images():
     model, batch = tiny_conv(), image_batch(num_tasks=4)
-    kwargs = dict(inner_lr=0.5, inner_steps=3, metric=None)  # compare query losses, not rounded accuracies
+    kwargs = dict(inner=meta.InnerLoop(lr=0.5, steps=3), metric=None)  # compare query losses, not rounded accuracies
     on_images = meta.evaluate_episodes(model, batch, method="anil", **kwargs)
     features = [Episode(embed(model, e.support_X), e.support_y, embed(model, e.query_X), e.query_y, e.classes)
                 for e in batch]
@@ -474,10 +478,10 @@ def test_anil_on_precomputed_features_equals_anil_on_images():
 
 def test_graph_memory_grows_with_inner_steps_for_maml_only():
     model, batch = tiny_mlp(), sine_batch()
-    kwargs = dict(loss_fn=F.mse_loss, inner_lr=0.05, backend="loop")
-    maml = [meta.graph_memory_bytes(meta.meta_objective(model, batch, inner_steps=n, **kwargs).loss)
+    kwargs = dict(loss_fn=F.mse_loss, backend="loop")
+    maml = [meta.graph_memory_bytes(meta.meta_objective(model, batch, inner=meta.InnerLoop(0.05, n), **kwargs).loss)
             for n in (1, 2, 4)]
-    fomaml = [meta.graph_memory_bytes(meta.meta_objective(model, batch, inner_steps=n, first_order=True,
+    fomaml = [meta.graph_memory_bytes(meta.meta_objective(model, batch, inner=meta.InnerLoop(0.05, n, first_order=True),
                                                           **kwargs).loss) for n in (1, 2, 4)]
     assert maml[0] < maml[1] < maml[2]
     assert fomaml[0] == fomaml[1] == fomaml[2] < maml[0]
@@ -500,7 +504,14 @@ def test_docstring_examples_run():
     import doctest
 
     result = doctest.testmod(meta)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.attempted >= 25 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["InnerLoop", "adapt", "meta_objective", "meta_train", "evaluate_episodes",
+                                  "reptile_direction", "sgd_step", "init_per_param_lr", "init_step_lrs",
+                                  "multi_step_weights", "prototypes", "prototype_logits", "head_keys"])
+def test_the_public_functions_show_an_example_that_runs(name):
+    assert ">>>" in getattr(meta, name).__doc__, f"meta.{name} needs a docstring example (run as a test above)"
 
 
 # --------------------------------------------------------------------------------------
@@ -530,7 +541,7 @@ def resumable_run(checkpoint, sampler, method: str = "maml",
                   global_seed: int = 0) -> tuple[nn.Module, meta.MetaHistory]:
     model = tiny_mlp(seed=1)
     torch.manual_seed(global_seed)  # where torch's global generator stands when training starts
-    history = meta.meta_train(model, sampler, method=method, num_steps=8, inner_lr=0.05, metric=None,
+    history = meta.meta_train(model, sampler, method=method, outer_steps=8, inner=meta.InnerLoop(lr=0.05), metric=None,
                               loss_fn=F.mse_loss, val_episodes=sine_batch(2, seed=9), eval_every=3,
                               checkpoint=checkpoint, desc="resumable")
     return model, history
@@ -564,7 +575,8 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 def test_multitask_meta_objective_combines_each_tasks_outer_objective(reduction):
     a, b = tiny_mlp(0), tiny_mlp(1)
     batches = {"a": sine_batch(seed=0), "b": sine_batch(seed=1)}
-    settings = {"a": {"loss_fn": F.mse_loss, "inner_lr": 0.01}, "b": {"loss_fn": F.mse_loss, "inner_lr": 0.05}}
+    settings = {"a": {"loss_fn": F.mse_loss, "inner": meta.InnerLoop(lr=0.01)},
+                "b": {"loss_fn": F.mse_loss, "inner": meta.InnerLoop(lr=0.05)}}
     total, losses = meta.multitask_meta_objective(
         {"a": (a, batches["a"], settings["a"]), "b": (b, batches["b"], settings["b"])}, reduction=reduction)
     each = {k: meta.meta_objective(m, batches[k], **settings[k]).loss for k, m in (("a", a), ("b", b))}
@@ -585,11 +597,77 @@ def test_multitask_meta_objective_rejects_bad_input():
 def test_per_param_lr_is_an_option_of_the_inner_loop_not_a_method_name():
     model, episodes = tiny_mlp(), sine_batch(num_tasks=4)
     rates = meta.init_per_param_lr(dict(model.named_parameters()), 0.02)
-    kwargs = dict(inner_lr=0.5, inner_steps=2, loss_fn=F.mse_loss, metric=None, per_param_lr=rates)
+    inner = meta.InnerLoop(lr=0.5, steps=2, per_param_lr=rates)
+    kwargs = dict(inner=inner, loss_fn=F.mse_loss, metric=None)
     as_maml = meta.evaluate_episodes(model, episodes, method="maml", **kwargs)
     as_metasgd = meta.evaluate_episodes(model, episodes, method="metasgd", **kwargs)
-    plain = meta.evaluate_episodes(model, episodes, method="maml", **{**kwargs, "per_param_lr": None})
+    plain = meta.evaluate_episodes(model, episodes, method="maml", **{**kwargs, "inner": replace(inner, per_param_lr=None)})
     np.testing.assert_array_equal(as_maml.values, as_metasgd.values)
     assert not np.allclose(as_maml.values, plain.values), "the per-parameter rates (0.02) replace inner_lr (0.5)"
     with pytest.raises(ValueError, match="per_param_lr .* not 'reptile'"):
         meta.evaluate_episodes(model, episodes, method="reptile", **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# The inner loop's settings: one object, made once and passed down
+# --------------------------------------------------------------------------------------
+
+def test_inner_loop_checks_its_settings():
+    params = dict(tiny_mlp().named_parameters())
+    for bad in (dict(steps=-1), dict(steps=1.5), dict(steps=True), dict(lr=-0.1)):
+        with pytest.raises(ValueError, match="InnerLoop"):
+            meta.InnerLoop(**bad)
+    assert meta.InnerLoop(adapt_keys=["a", "b"]).adapt_keys == ("a", "b")
+    assert repr(meta.InnerLoop(0.1, 5, first_order=True)) == "InnerLoop(lr=0.1, steps=5, first_order=True)"
+    rates = meta.init_per_param_lr(params, 0.1)
+    assert meta.InnerLoop(per_param_lr=rates).learned_rates is rates
+    assert meta.InnerLoop().learned_rates is None
+
+
+def test_inner_loop_for_method_sets_what_the_method_runs():
+    model = tiny_conv()
+    base = meta.InnerLoop(lr=0.3, steps=2)
+    assert base.for_method("maml", model).first_order is False
+    assert base.for_method("fomaml", model).first_order and base.for_method("reptile", model).first_order
+    assert base.for_method("anil", model).adapt_keys == ("head.weight", "head.bias")
+    chosen = replace(base, adapt_keys=["head.bias"]).for_method("anil", model)
+    assert chosen.adapt_keys == ("head.bias",), "keys the caller chose are kept"
+    assert base.first_order is False and base.adapt_keys is None, "the settings themselves never change"
+
+
+@pytest.mark.parametrize("method", ["maml", "anil", "metasgd"])
+def test_meta_train_makes_the_inner_loop_once_and_passes_it_down(monkeypatch, method):
+    model, batch = tiny_mlp(), sine_batch()
+    rates = meta.init_per_param_lr(dict(model.named_parameters()), 0.05) if method == "metasgd" else None
+    seen = []
+    original = meta.adapt_path
+
+    def recording(model, params, support_X, support_y, loss_fn, inner):
+        seen.append(inner)
+        return original(model, params, support_X, support_y, loss_fn, inner)
+
+    monkeypatch.setattr(meta, "adapt_path", recording)
+    meta.meta_train(model, lambda: batch, method=method, outer_steps=3, loss_fn=F.mse_loss, metric=None,
+                    inner=meta.InnerLoop(lr=0.05, steps=2, per_param_lr=rates), backend="loop")
+    assert len(seen) == 3 * len(batch)
+    assert all(inner is seen[0] for inner in seen), "one InnerLoop reaches adapt_path in every outer step"
+    assert seen[0].steps == 2 and seen[0].per_param_lr is rates
+
+
+def test_old_inner_loop_keywords_get_an_error_that_says_what_to_do():
+    model, batch = tiny_mlp(), sine_batch()
+    with pytest.raises(TypeError, match=r"inner=meta\.InnerLoop\(lr=\.\.\., steps=\.\.\."):
+        meta.meta_objective(model, batch, inner_lr=0.1, inner_steps=2)
+    with pytest.raises(TypeError, match="outer_steps"):
+        meta.meta_train(model, lambda: batch, num_steps=3)
+    with pytest.raises(TypeError, match=r"evaluate_episodes\(\) got unexpected keyword argument\(s\) \['per_param_lr'\]"):
+        meta.evaluate_episodes(model, batch, per_param_lr={})
+    ep = batch[0]
+    with pytest.raises(TypeError, match=r"as one object: adapt\(model, params, support_X, support_y, loss_fn, "
+                                        r"meta\.InnerLoop\(lr, steps, \.\.\.\)\); got float 0\.1 with 1 more"):
+        meta.adapt(model, dict(model.named_parameters()), ep.support_X, ep.support_y, F.mse_loss, 0.1, 5)
+    with pytest.raises(TypeError, match=r"keyword\(s\) \['adapt_keys'\]"):
+        meta.adapt_path(model, dict(model.named_parameters()), ep.support_X, ep.support_y, F.mse_loss,
+                        meta.InnerLoop(), adapt_keys=["0.weight"])
+    with pytest.raises(TypeError, match=r"\['lr'\]$"):
+        meta.meta_gradient_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), lr=0.1)

@@ -428,13 +428,14 @@ def test_famo_moves_weight_to_the_task_whose_loss_fell_least():
         FAMO(0)
 
 
-def test_weighting_docstring_examples_run():
+def test_weighting_and_training_docstring_examples_run():
     import doctest
 
-    from mtl_course.multitask import weighting
+    from mtl_course.multitask import train, weighting
 
-    result = doctest.testmod(weighting)
-    assert result.attempted >= 1 and result.failed == 0
+    for module, examples in ((weighting, 6), (train, 4)):
+        result = doctest.testmod(module)
+        assert result.attempted >= examples and result.failed == 0, module.__name__
 
 
 # ---------------------------------------------------------------------------

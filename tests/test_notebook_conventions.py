@@ -9,7 +9,8 @@ and generated exercise (``exercises/*.ipynb``) must:
 - continue with a setup cell that ``%pip install``s the package only on Colab;
 - store no error outputs, no warnings, no machine paths, and never end a code
   cell with a bare ``;``;
-- keep code lines to 88 characters, and (chapters) fold the setup cell with ``hide-input``.
+- keep code lines to 88 characters (which the book's code font fits), show no test markers, and
+  (chapters) fold the setup cell with ``hide-input``.
 
 The table of contents must list exactly the notebooks that exist, and the
 nbval sanitize file must do what its comments say.
@@ -200,6 +201,31 @@ def test_no_code_cell_ends_with_bare_semicolon(path):
 
 MAX_CODE_LINE = 88
 """The longest code line that fits a code cell of the built book at 1280 px without scrolling sideways."""
+CODE_BOX_PX = 684
+"""Inner width of a code cell in the built book at a 1280 px window (measured in headless Chromium)."""
+MONOSPACE_ADVANCE_EM = 0.602
+"""Width of one character of the theme's monospace font (DejaVu Sans Mono, Menlo), in em."""
+
+
+def test_the_books_code_font_fits_a_longest_code_line():
+    css = (ROOT / "_static" / "cells.css").read_text()
+    sizes = [float(px) for px in re.findall(r"font-size:\s*([\d.]+)px", css)]
+    assert sizes, "_static/cells.css sets the code cells' font size in px"
+    fits = CODE_BOX_PX / (MONOSPACE_ADVANCE_EM * max(sizes))
+    assert fits >= MAX_CODE_LINE, (
+        f"at {max(sizes)} px a code cell holds {fits:.0f} characters, fewer than the {MAX_CODE_LINE} "
+        "that the notebooks may use: lower the font size in _static/cells.css"
+    )
+
+
+@pytest.mark.parametrize("path", _params(ALL, "book, solution or exercise"))
+def test_no_test_marker_shows_in_the_code(path):
+    marked = [i for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
+              and any(line.strip() == "# NBVAL_IGNORE_OUTPUT" for line in _source(c).splitlines())]
+    assert not marked, (
+        f"{_rel(path)}: cells {marked} show `# NBVAL_IGNORE_OUTPUT` to the reader; remove the line and tag the "
+        "cell `nbval-ignore-output` instead (cell metadata), as CONTRIBUTING.md says"
+    )
 
 
 @pytest.mark.parametrize("path", _params(ALL, "book, solution or exercise"))

@@ -36,12 +36,13 @@ def test_profile_is_quick_on_every_device_unless_asked_for_full(monkeypatch):
     monkeypatch.delenv("MTL_COURSE_PROFILE", raising=False)
     monkeypatch.setattr(runtime, "get_device", lambda: torch.device("cuda"))
     assert runtime.get_profile() == "quick", "a GPU alone must not start hours of training"
-    assert "%env MTL_COURSE_PROFILE=full" in runtime.describe().splitlines()[1]
+    assert runtime.describe().splitlines()[2] == "%env MTL_COURSE_PROFILE=full", "how to switch, on its own line"
     monkeypatch.setenv("MTL_COURSE_PROFILE", "FULL")
     assert runtime.get_profile() == "full"
     assert runtime.by_profile(quick=1, full=2) == 2
-    second = runtime.describe().splitlines()[1]
-    assert "hours" in second and "%env MTL_COURSE_PROFILE=quick" in second
+    _, second, third = runtime.describe().splitlines()
+    assert "hours" in second and third == "%env MTL_COURSE_PROFILE=quick"
+    assert max(len(line) for line in runtime.describe().splitlines()) <= 88, "the setup cell's output fits the page"
     monkeypatch.setenv("MTL_COURSE_PROFILE", "fast")
     with pytest.raises(ValueError, match="'quick' or 'full'"):
         runtime.get_profile()

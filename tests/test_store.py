@@ -212,3 +212,9 @@ def test_the_wheel_ships_the_store(tmp_path):
     for entry in manifest["models"]:
         assert f"mtl_course/trained/{entry['file']}" in names
     assert "mtl_course/trained/manifest.json" in names
+
+
+def test_the_old_training_command_says_where_training_went(capsys):
+    with pytest.raises(SystemExit):
+        store.main(["train", "glyphs-maml-conv4"])
+    assert "python -m mtl_course.train NAME" in capsys.readouterr().err

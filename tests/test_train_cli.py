@@ -130,7 +130,8 @@ def meta_sgd_run(checkpoint=None, stop_at: int | None = None, global_seed: int =
         return tasks.batch(2, 5, 5)
 
     torch.manual_seed(global_seed)
-    history = meta.meta_train(net, sample, method="metasgd", num_steps=6, inner_lr=0.01, per_param_lr=rates,
+    history = meta.meta_train(net, sample, method="metasgd", outer_steps=6,
+                              inner=meta.InnerLoop(lr=0.01, per_param_lr=rates),
                               loss_fn=F.mse_loss, metric=None, checkpoint=checkpoint)
     return net, rates, history
 
@@ -168,7 +169,7 @@ def m3tl_run(checkpoint=None, stop_at: int | None = None, global_seed: int = 0):
 
     torch.manual_seed(global_seed)
     val = {"character": TaskEpisodes(data, "character", n_way=3, k_shot=1, q_queries=2, seed=5).episodes(3)}
-    history = m3tl.meta_train(net, {"character": sample}, num_steps=6, meta_lr=1e-2, inner_lr=0.3,
+    history = m3tl.meta_train(net, {"character": sample}, outer_steps=6, meta_lr=1e-2, inner=meta.InnerLoop(lr=0.3),
                               val_episodes=val, eval_every=2, checkpoint=checkpoint)
     return net, history
 

@@ -108,15 +108,15 @@ def single_task_test(model: PretrainedSingleTask, episodes: Sequence[Episode], *
     if encoder_lr_factor > 0 and not tuned:
         raise ValueError("encoder_lr_factor > 0 fine-tunes the encoders, but none has parameters that require "
                          "gradients: pass an encoder with requires_grad_(True), or use encoder_lr_factor=0")
-    settings: dict = dict(method="maml", inner_lr=inner_lr, adapt_keys=keys)
+    inner = meta.InnerLoop(inner_lr, inner_steps, adapt_keys=keys)
     if encoder_lr_factor > 0:
         params = dict(model.named_parameters())
         rates = {k: torch.full_like(params[k].detach(), inner_lr * (1.0 if k in keys else encoder_lr_factor))
                  for k in keys + tuned}
-        settings = dict(method="metasgd", per_param_lr=rates, adapt_keys=keys + tuned)
+        inner = meta.InnerLoop(inner_lr, inner_steps, adapt_keys=keys + tuned, per_param_lr=rates)
     kind = model.spec.kind
-    return meta.evaluate_episodes(model, episodes, inner_steps=inner_steps, loss_fn=task_loss(kind),
-                                  metric=task_metric(kind), chunk_size=chunk_size, **settings)
+    return meta.evaluate_episodes(model, episodes, inner=inner, loss_fn=task_loss(kind), metric=task_metric(kind),
+                                  chunk_size=chunk_size)
 
 
 class TopBlocks(nn.Module):

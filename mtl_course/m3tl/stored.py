@@ -40,7 +40,7 @@ class M3TLRecipe:
     embed_dim: int = 64
     backbone: int = 64
     profile_hidden: int = 64
-    num_steps: int = 2000
+    outer_steps: int = 2000
     meta_batch: int = 10
     meta_lr: float = 2e-3
     inner_steps: int = 2
@@ -90,13 +90,13 @@ def source_samplers(net: M3TLNet, data: MultiModalSet, meta_batch: int, seed: in
     return {t: (lambda s=s: s.batch(meta_batch)) for t, s in samplers.items()}
 
 
-def meta_train_chapter(net: M3TLNet, data: MultiModalSet, recipe: M3TLRecipe, num_steps: int, seed: int = 0,
+def meta_train_chapter(net: M3TLNet, data: MultiModalSet, recipe: M3TLRecipe, outer_steps: int, seed: int = 0,
                        val_episodes: Mapping | None = None,
                        checkpoint: runtime.Checkpoint | None = None) -> meta.MetaHistory:
     """Section 8.3's meta-training: heads adapted in the inner loop, everything that learns in the outer loop."""
-    return meta_train(net, source_samplers(net, data, recipe.meta_batch, seed), num_steps=num_steps,
-                      meta_lr=recipe.meta_lr, inner_lr={t: inner_lr_of(net, t) for t in SOURCE_TASKS},
-                      inner_steps=recipe.inner_steps, inner_parts="head", val_episodes=val_episodes,
+    inner = {t: meta.InnerLoop(inner_lr_of(net, t), recipe.inner_steps) for t in SOURCE_TASKS}
+    return meta_train(net, source_samplers(net, data, recipe.meta_batch, seed), outer_steps=outer_steps,
+                      meta_lr=recipe.meta_lr, inner=inner, inner_parts="head", val_episodes=val_episodes,
                       eval_every=recipe.eval_every, checkpoint=checkpoint)
 
 
@@ -118,7 +118,7 @@ def train_m3tl_recipe(config: dict, seed: int, max_steps: int | None = None,
         val_episodes = {t: TaskEpisodes(val_c, t, n_way=SHOTS[t][0], k_shot=SHOTS[t][1], q_queries=5,
                                         seed=100 + i).episodes(recipe.val_episodes)
                         for i, t in enumerate(SOURCE_TASKS)}
-    steps = recipe.num_steps if max_steps is None else min(max_steps, recipe.num_steps)
+    steps = recipe.outer_steps if max_steps is None else min(max_steps, recipe.outer_steps)
     history = meta_train_chapter(net_c, train_c, recipe, steps, seed, val_episodes, checkpoint)
     metrics = {}
     if history.val_metric:

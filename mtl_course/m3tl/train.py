@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -151,25 +151,24 @@ def transfer_to_target(net: M3TLNet, spec: TaskSpec, train, val=None, *, case: i
 # ---------------------------------------------------------------------------
 
 
-def _per_task(value: float | Mapping[str, float], tasks: Sequence[str], what: str) -> dict[str, float]:
+def _per_task(value: meta.InnerLoop | Mapping[str, meta.InnerLoop], tasks: Sequence[str],
+              what: str) -> dict[str, meta.InnerLoop]:
     if isinstance(value, Mapping):
         missing = [t for t in tasks if t not in value]
         if missing:
             raise ValueError(f"{what} gives no value for task(s) {missing}")
-        return {t: float(value[t]) for t in tasks}
-    return {t: float(value) for t in tasks}
+        return {t: value[t] for t in tasks}
+    return {t: value for t in tasks}
 
 
 def meta_train(
     net: M3TLNet,
     samplers: Mapping[str, Sampler],
     *,
-    num_steps: int = 300,
+    outer_steps: int = 300,
     meta_lr: float = 1e-3,
-    inner_lr: float | Mapping[str, float] = 0.4,
-    inner_steps: int = 1,
+    inner: meta.InnerLoop | Mapping[str, meta.InnerLoop] = meta.InnerLoop(),
     inner_parts: str | Sequence[str] = "all",
-    first_order: bool = False,
     backend: str = "vmap",
     val_episodes: Mapping[str, Sequence[Episode]] | None = None,
     eval_every: int = 50,
@@ -181,8 +180,8 @@ def meta_train(
     ``samplers[task]()`` returns a meta-batch of that task's episodes. In each
     outer step, for every task, :func:`mtl_course.meta.meta_objective` adapts
     ``inner_parts`` of the task's path (``"all"``, ``"head"``, ...) on each
-    support set with ``inner_steps`` steps of size ``inner_lr`` (per task if a
-    dict) and scores the query set; the tasks' meta-losses are summed and one
+    support set with the inner loop ``inner`` (a :class:`mtl_course.meta.InnerLoop`,
+    or one per task) and scores the query set; the tasks' meta-losses are summed and one
     Adam step (``meta_lr``) updates everything that learns -- encoders that are
     not frozen, fusion, backbone and every head. With ``val_episodes`` the
     state with the lowest summed validation query loss is kept (checked every
@@ -194,17 +193,18 @@ def meta_train(
     if not net.config.meta:
         raise ValueError(f"this configuration (reduction {net.config.reduction!r}) has no meta-optimisation "
                          "(review Fig. 8); train it with fit_joint or fit_task")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if outer_steps < 1:
+        raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
     if not samplers:
         raise ValueError("meta_train needs at least one source task sampler")
     views = {t: net.task_net(t) for t in samplers}
-    rates = _per_task(inner_lr, list(views), "inner_lr")
-    keys = {t: v.keys(inner_parts) for t, v in views.items()}
+    inner_of = {t: replace(loop, adapt_keys=views[t].keys(inner_parts))
+                for t, loop in _per_task(inner, list(views), "inner").items()}
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=meta_lr)
     history, best, done = meta.MetaHistory(), training.BestOnValidation(), 0
-    signature = {"loop": "m3tl.meta_train", "tasks": list(samplers), "num_steps": num_steps,
-                 "inner_steps": inner_steps, "inner_lr": rates}
+    signature = {"loop": "m3tl.meta_train", "tasks": list(samplers), "outer_steps": outer_steps,
+                 "inner_steps": {t: i.steps for t, i in inner_of.items()},
+                 "inner_lr": {t: i.lr for t, i in inner_of.items()}}
     run = runtime.Resumable(checkpoint, signature, net, optimizer)
 
     def state() -> dict:
@@ -219,27 +219,26 @@ def meta_train(
         history, best = meta.MetaHistory(**saved["history"]), training.BestOnValidation(**saved["best"])
         done = saved["step"]
     net.train()
-    for step in runtime.progress(range(done + 1, num_steps + 1), desc=desc, initial=done, total=num_steps):
+    for step in runtime.progress(range(done + 1, outer_steps + 1), desc=desc, initial=done, total=outer_steps):
         optimizer.zero_grad(set_to_none=True)
         total, losses = meta.multitask_meta_objective(
-            {t: (view, samplers[t](), {"loss_fn": task_loss(view.spec.kind), "inner_lr": rates[t],
-                                       "inner_steps": inner_steps, "first_order": first_order,
-                                       "adapt_keys": keys[t], "backend": backend})
+            {t: (view, samplers[t](), {"loss_fn": task_loss(view.spec.kind), "inner": inner_of[t],
+                                       "backend": backend})
              for t, view in views.items()}, reduction="sum")
         total.backward()
         optimizer.step()
         history.loss.append(float(total.item()))
         history.metric.append(list(losses.values()))  # per-task query losses, in the order of `samplers`
-        if val_episodes is not None and (step % eval_every == 0 or step == num_steps):
-            score = sum(meta_test(net, t, val_episodes[t], parts=inner_parts, inner_lr=rates[t],
-                                  inner_steps=inner_steps, metric=None).mean for t in views)
+        if val_episodes is not None and (step % eval_every == 0 or step == outer_steps):
+            score = sum(meta_test(net, t, val_episodes[t], parts=inner_parts, inner_lr=inner_of[t].lr,
+                                  inner_steps=inner_of[t].steps, metric=None).mean for t in views)
             history.val_step.append(step)
             history.val_metric.append(score)
             if best.update(-score, step, lambda: copy.deepcopy(net.state_dict())):  # a loss: lower is better
                 history.best_step = step
             net.train()
         done = step
-        if step < num_steps:
+        if step < outer_steps:
             run.save_if_due(state)
     run.finish(state)
     best.restore(net.load_state_dict)
@@ -278,9 +277,9 @@ def meta_test(net: M3TLNet, task: str, episodes: Sequence[Episode], *, parts: st
     if not keys:
         raise ValueError(f"parts {parts!r} of task {task!r} have no trainable parameters to adapt")
     rates = part_rates(view, keys, inner_lr, shared_lr_factor) if shared_lr_factor != 1.0 else None
-    return meta.evaluate_episodes(view, episodes, inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=task_loss(kind),
-                                  metric=metric, per_param_lr=rates, adapt_keys=keys, backend=backend,
-                                  chunk_size=chunk_size)
+    inner = meta.InnerLoop(inner_lr, inner_steps, adapt_keys=keys, per_param_lr=rates)
+    return meta.evaluate_episodes(view, episodes, inner=inner, loss_fn=task_loss(kind), metric=metric,
+                                  backend=backend, chunk_size=chunk_size)
 
 
 # ---------------------------------------------------------------------------
@@ -301,12 +300,12 @@ def adaptation_updates(net: M3TLNet, task: str, episodes: Sequence[Episode], *, 
     keys = view.keys(parts)
     loss_fn = task_loss(view.spec.kind)
     device = next(view.parameters()).device
-    rates = part_rates(view, keys, inner_lr, shared_lr_factor)
+    inner = meta.InnerLoop(inner_lr, inner_steps, first_order=True, adapt_keys=keys,
+                           per_param_lr=part_rates(view, keys, inner_lr, shared_lr_factor))
     rows: dict[str, list[torch.Tensor]] = {}
     for episode in episodes:
         e = episode.to(device)
-        phi = meta.adapt(view, params, e.support_X, e.support_y, loss_fn, inner_lr, inner_steps, first_order=True,
-                         per_param_lr=rates, adapt_keys=keys)
+        phi = meta.adapt(view, params, e.support_X, e.support_y, loss_fn, inner)
         by_part: dict[str, list[torch.Tensor]] = {}
         for k in keys:
             by_part.setdefault(view.part_of(k), []).append((phi[k] - params[k]).detach().flatten())

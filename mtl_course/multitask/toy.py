@@ -135,12 +135,19 @@ METHOD_LABELS = {"equal": "equal weighting (Adam)", "mgda": "MGDA", "pcgrad": "P
 
 
 def plot_toy(paths: dict[str, np.ndarray], axes=None, extent: float = 10.0, optimum: Sequence[float] | None = None):
-    """One panel per method: the average loss ``(L1 + L2) / 2`` as contours, the paths coloured by time."""
+    """One panel per method: the average loss ``(L1 + L2) / 2`` as contours, the paths coloured by time.
+
+    Two panels to a row, so that the labels stay readable at the book's width.
+    """
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, len(paths), figsize=(3.3 * len(paths), 3.5), squeeze=False)
-        axes = axes[0]
+        ncols = min(2, len(paths))
+        nrows = -(-len(paths) // ncols)
+        _, grid = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 3.5 * nrows), squeeze=False)
+        for ax in grid.flat[len(paths):]:
+            ax.axis("off")
+        axes = grid.flat[: len(paths)]
     X1, X2, L = toy_landscape(extent)
     for ax, (name, path) in zip(axes, paths.items()):
         ax.contour(X1, X2, L.mean(-1), levels=20, cmap="viridis", linewidths=0.8)

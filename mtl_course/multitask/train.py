@@ -51,6 +51,14 @@ def delta_p(metrics: Mapping[str, float], baseline: Mapping[str, float], higher_
     ``Δp = (1/T) sum_t (-1)^{l_t} (M_t - M_STL,t) / M_STL,t * 100``, where
     ``l_t = 1`` if lower is better for task ``t``: positive when the multi-task
     model beats the single-task baselines on average.
+
+    Accuracy up from 0.80 to 0.84 (+5 %) and an error up from 0.50 to 0.55
+    (10 % worse) average to −2.5 %:
+
+    >>> gain = delta_p({"digit": 0.84, "angle": 0.55}, {"digit": 0.80, "angle": 0.50},
+    ...                {"digit": True, "angle": False})
+    >>> round(gain, 6)
+    -2.5
     """
     names = list(baseline)
     if set(metrics) != set(names) or set(higher_is_better) != set(names):
@@ -259,7 +267,15 @@ class GradientCombination(LossWeighting):
 
 def task_losses(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], names: list[str],
                 specs: list) -> torch.Tensor:
-    """The vector of every task's loss on a batch, ``[L_1, ..., L_T]``, each from its :class:`TaskSpec`."""
+    """The vector of every task's loss on a batch, ``[L_1, ..., L_T]``, each from its :class:`TaskSpec`.
+
+    >>> from mtl_course.multitask import TaskSpec
+    >>> specs = [TaskSpec("digit", "classification", 2), TaskSpec("angle", "regression", 1)]
+    >>> outputs = {"digit": torch.zeros(1, 2), "angle": torch.tensor([[1.0]])}
+    >>> targets = {"digit": torch.tensor([0]), "angle": torch.tensor([[3.0]])}
+    >>> [round(loss, 4) for loss in task_losses(outputs, targets, ["digit", "angle"], specs).tolist()]
+    [0.6931, 4.0]
+    """
     return torch.stack([spec.loss(outputs[n], targets[n]) for n, spec in zip(names, specs)])
 
 

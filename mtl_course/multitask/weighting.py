@@ -23,7 +23,11 @@ def _as_losses(losses: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
 
 
 def equal_weights(num_tasks: int) -> torch.Tensor:
-    """``w_i = 1``: the plain sum of the task losses (the review's Eq. 2)."""
+    """``w_i = 1``: the plain sum of the task losses (the review's Eq. 2).
+
+    >>> equal_weights(3)
+    tensor([1., 1., 1.])
+    """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
     return torch.ones(num_tasks)
@@ -48,6 +52,16 @@ def uncertainty_weighted_loss(
     (Eq. 10 with its approximation). For a regression loss both forms are
     minimised at ``sigma_i^2 = L_i``, so ``sigma_i`` learns the residual noise
     scale of its task.
+
+    At ``s = 0`` both tasks count fully; ``s_2 = log 2`` halves the second
+    task's loss and adds its log-variance, which stops ``s`` from growing
+    without bound:
+
+    >>> losses = torch.tensor([1.0, 4.0])
+    >>> uncertainty_weighted_loss(losses, torch.zeros(2)).item()
+    5.0
+    >>> round(uncertainty_weighted_loss(losses, torch.log(torch.tensor([1.0, 2.0]))).item(), 4)
+    3.6931
     """
     losses = _as_losses(losses)
     if log_vars.shape != losses.shape:
@@ -88,6 +102,11 @@ def dwa_weights(loss_history: Sequence[Sequence[float]], temperature: float = 2.
     improving), the weights for the next epoch are
     ``w_k = T exp(r_k / temperature) / sum_i exp(r_i / temperature)``; before two
     epochs exist they are all 1. The paper uses ``temperature = 2``.
+
+    The task whose loss fell least (here not at all) gets the largest weight:
+
+    >>> [round(w, 3) for w in dwa_weights([[1.0, 1.0], [0.5, 1.0]]).tolist()]
+    [0.876, 1.124]
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
