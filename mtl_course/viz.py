@@ -215,11 +215,12 @@ def plot_strategy_curves(
 
 def plot_strategy_grid(
     curves: StrategyCurves,
-    ncols: int = 4,
+    ncols: int = 2,
     phase_starts: Mapping[int, Mapping[str, int]] | None = None,
     title: str | None = None,
 ):
-    """All target sizes side by side (the static version of the Chapter 2 explorer); one legend below."""
+    """All target sizes, two panels a row so that labels stay readable at the book's width (the static
+    version of the Chapter 2 explorer); one legend below."""
     sizes = sorted(curves)
     if not sizes:
         raise ValueError("plot_strategy_grid needs curves for at least one target size")
