@@ -431,9 +431,9 @@ def test_famo_moves_weight_to_the_task_whose_loss_fell_least():
 def test_weighting_and_training_docstring_examples_run():
     import doctest
 
-    from mtl_course.multitask import train, weighting
+    from mtl_course.multitask import stored, train, weighting
 
-    for module, examples in ((weighting, 6), (train, 4)):
+    for module, examples in ((weighting, 6), (train, 4), (stored, 2)):
         result = doctest.testmod(module)
         assert result.attempted >= examples and result.failed == 0, module.__name__
 

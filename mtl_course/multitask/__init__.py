@@ -9,7 +9,9 @@
 * :mod:`.train` — the one multi-task training loop, single-task baselines, Δp;
 * :mod:`.data` — heterogeneous multi-task sets built from Glyphs, a two-glyph
   overlay set, and a noisy two-task regression;
-* :mod:`.toy` — the two-task toy problem of the CAGrad paper and its explorer widget.
+* :mod:`.toy` — the two-task toy problem of the CAGrad paper and its explorer widget;
+* :mod:`.stored` — Section 3.7's networks on the two-glyph overlay, every method over five seeds,
+  trained once into the trained-model store.
 """
 from .architectures import CrossStitch, CrossStitchUnit, HardSharing, SoftSharing, lenet_trunk, make_head
 from .data import MultiTaskSet, TaskSpec, glyph_alphabet_tasks, glyph_overlay, glyph_tasks, noisy_regression, pick_characters, rotate
@@ -43,6 +45,17 @@ from .gradients import (
     upgrad_weights,
     write_gradient,
 )
+from .stored import (
+    OVERLAY_METHODS,
+    OVERLAY_MODEL_NAME,
+    OverlayConfig,
+    member,
+    overlay_delta_p,
+    overlay_network,
+    overlay_sets,
+    overlay_test_metrics,
+    single_task_member,
+)
 from .toy import TOY_STARTS, plot_toy, run_toy, toy_gradients, toy_landscape, toy_losses
 from .train import (
     GRADIENT_METHODS,
@@ -75,7 +88,8 @@ __all__ = [
     "glyph_tasks", "gradient_cosine", "GRADIENT_METHODS", "GradNorm", "gradnorm_weight_gradient",
     "gram_matrix", "HardSharing", "imtl_g", "imtl_g_weights", "lenet_trunk", "make_head", "mean_gradient",
     "mean_weights", "METHODS", "mgda", "mgda_l2", "mgda_l2_weights", "mgda_two_task_weight", "mgda_weights",
-    "MultiTaskHistory",
+    "MultiTaskHistory", "member", "OVERLAY_METHODS", "OVERLAY_MODEL_NAME", "OverlayConfig", "overlay_delta_p",
+    "overlay_network", "overlay_sets", "overlay_test_metrics", "single_task_member",
     "MultiTaskSet", "nash_mtl", "nash_mtl_weights", "noisy_regression", "pcgrad", "pcgrad_weights",
     "pick_characters", "plot_toy", "rlw", "rlw_weights", "rotate", "run_toy", "SoftSharing",
     "task_gradient_matrix", "TaskSpec", "TaskView", "toy_gradients", "toy_landscape", "toy_losses",

@@ -113,6 +113,7 @@ class MultiTaskHistory:
     cosine: list[np.ndarray] = field(default_factory=list)  # [epoch] mean task-gradient cosine matrix
     conflict: list[np.ndarray] = field(default_factory=list)  # [epoch] fraction of steps with cosine < 0
     log_vars: list[list[float]] = field(default_factory=list)  # [epoch][task] s_i of uncertainty weighting
+    step_loss: list[float] = field(default_factory=list)  # [step] sum of the task losses on the batch
     best_epoch: int | None = None
     stopped_early: bool = False
 
@@ -306,6 +307,7 @@ def fit_multitask(
     lr: float = 1e-3,
     batch_size: int = 64,
     patience: int | None = None,
+    max_steps: int | None = None,
     baseline: Mapping[str, float] | None = None,
     c: float = 0.5,
     alpha: float = 1.5,
@@ -340,11 +342,15 @@ def fit_multitask(
     Adam with learning rate ``lr`` updates the model (and ``s_i``). With
     ``val``, the epoch with the best validation Δp against ``baseline`` (the
     single-task models' validation metrics; without one, against this run's
-    first epoch) is restored at the end; ``patience`` stops early.
+    first epoch) is restored at the end; ``patience`` stops early, and
+    ``max_steps`` stops after that many optimizer steps (``step_loss`` records
+    ``sum_i L_i`` of every step's batch).
     ``record_cosine`` stores, per epoch, the mean cosine similarity of the task
     gradients on the shared parameters and how often each pair conflicted.
     """
     shared = _check_method(method, model)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 (or None for whole epochs), got {max_steps}")
     device = device or next(model.parameters()).device
     names, specs = train.task_names, list(train.tasks.values())
     T = len(names)
@@ -376,19 +382,25 @@ def fit_multitask(
                 with torch.no_grad():  # the same batch's losses after the step
                     after = task_losses(model(X), targets, names, specs)
                 step.after_step(losses, after)
+            history.step_loss.append(float(losses.detach().sum()))
             n = len(X)
             sums += losses.detach().cpu() * n
             count += n
             weight_sum += step.weights().cpu() * n
             if G is not None and record_cosine:
                 cosines.append(gradient_cosine(G.detach()).cpu())
+            if max_steps is not None and len(history.step_loss) >= max_steps:
+                break
         history.train_loss.append((sums / count).tolist())
         history.weights.append((weight_sum / count).tolist())
         step.end_epoch(history)
         if cosines:
             history.cosine.append(torch.stack(cosines).mean(0).numpy())
             history.conflict.append((torch.stack(cosines) < 0).double().mean(0).numpy())
+        done = max_steps is not None and len(history.step_loss) >= max_steps
         if val is None:
+            if done:
+                break
             continue
         metrics = evaluate_multitask(model, val)
         history.val_metrics.append(metrics)
@@ -399,6 +411,8 @@ def fit_multitask(
             history.best_epoch = epoch
         elif patience is not None and best.since >= patience:
             history.stopped_early = True
+            break
+        if done:
             break
     best.restore(model.load_state_dict)
     return history
