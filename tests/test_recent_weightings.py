@@ -92,3 +92,17 @@ def test_rlw_draws_new_weights_that_sum_to_one():
     assert float(first.sum()) == pytest.approx(1.0) and bool((first > 0).all())
     again = gradients.rlw_weights(gram, torch.Generator().manual_seed(0))
     assert torch.equal(first, again), "a seeded generator reproduces the draws"
+
+
+def test_rlw_weights_are_the_softmax_of_standard_normal_draws():
+    # Lin et al. (2022), Eq. 4: lambda = softmax(z), z ~ N(0, I); over many steps the mean weight
+    # is 1/T for every task and the draws' logits have unit variance
+    generator = torch.Generator().manual_seed(1)
+    gram = torch.eye(4, dtype=torch.float64)
+    weights = torch.stack([gradients.rlw_weights(gram, generator) for _ in range(4000)])
+    draws = torch.Generator().manual_seed(1)
+    z = torch.stack([torch.randn(4, generator=draws, dtype=torch.float64) for _ in range(4000)])
+    assert torch.allclose(weights, torch.softmax(z, 1), atol=1e-12)
+    logits = weights.log() - weights.log().mean(1, keepdim=True)
+    assert weights.mean(0) == pytest.approx([0.25] * 4, abs=0.01)
+    assert logits.var(0).mean().item() == pytest.approx(0.75, abs=0.05)  # (1 - 1/T) of the draws'
