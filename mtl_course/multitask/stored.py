@@ -5,7 +5,7 @@ tasks compete for one trunk: name the letter towards the upper left and the one
 towards the lower right of two overlaid glyphs (:func:`~.data.glyph_overlay`,
 the MultiMNIST recipe of Sener & Koltun, 2018). Training two single-task
 networks and fourteen multi-task ones for each of five seeds, each until its
-validation score stops improving, takes about ten minutes on a 2-core CPU, more
+validation score stops improving, takes about twelve minutes on one CPU thread, more
 than a chapter may spend; ``make models`` trains them once into the store, and
 the chapter loads them and scores them on the test overlays itself.
 
