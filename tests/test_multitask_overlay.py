@@ -117,3 +117,9 @@ def test_max_steps_stops_the_multitask_loop_and_bad_values_are_refused():
     assert len(history.step_loss) == 8 and len(history.train_loss) == 2
     with pytest.raises(ValueError, match="max_steps must be >= 1"):
         mt.fit_multitask(net, train, None, max_steps=0)
+
+
+def test_another_recipe_seed_trains_the_same_networks_with_other_seeds(tiny_run):
+    other = stored.train_overlay_recipe(TINY, 1, device=torch.device("cpu"))
+    assert set(other.extra["runs"]) == set(tiny_run.extra["runs"])
+    assert other.step_losses[0] != tiny_run.step_losses[0], "seed 1 starts from other weights"

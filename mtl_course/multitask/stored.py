@@ -158,17 +158,18 @@ def train_overlay_recipe(config: dict, seed: int, max_steps: int | None = None,
             _, record = _fit_multi(train, None, "equal", seed, {}, c, device, max_steps)
             return store.Trained(zoo, {}, record["step_loss"])
         records = {}
-        for s in range(seed, seed + c.seeds):
+        for k in range(c.seeds):  # network k of each kind is trained with seed `seed + k`
             for task in OVERLAY_TASKS:
-                key = single_task_member(task, s)
-                records[key] = _train_once(key, zoo, checkpoint, _fit_single, train, val, task, s, c, device)
-            baseline = {t: records[single_task_member(t, s)]["val_metric"] for t in OVERLAY_TASKS}
-            for method in c.methods:
-                key = member(method, s)
-                records[key] = _train_once(key, zoo, checkpoint, _fit_multi, train, val, method, s, baseline, c,
+                key = single_task_member(task, k)
+                records[key] = _train_once(key, zoo, checkpoint, _fit_single, train, val, task, seed + k, c,
                                            device)
+            baseline = {t: records[single_task_member(t, k)]["val_metric"] for t in OVERLAY_TASKS}
+            for method in c.methods:
+                key = member(method, k)
+                records[key] = _train_once(key, zoo, checkpoint, _fit_multi, train, val, method, seed + k,
+                                           baseline, c, device)
     metrics, extra = evaluate_overlay_zoo(zoo, asdict(c))
-    curve = records[member("equal", seed)]["step_loss"]
+    curve = records[member("equal", 0)]["step_loss"]
     return store.Trained(zoo.eval(), metrics, curve, {"runs": records, **extra})
 
 
