@@ -87,6 +87,21 @@ class TaskPool:
         self._check_task(i)
         return self.X[i], self.Y[i]
 
+    def pooled_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All tasks' examples as one data set, the task identity dropped: pre-training on the pooled tasks.
+
+        Returns inputs and targets of shape ``(M n, 1)``, task by task. A network
+        fitted to them learns the curve that is best on average over the pool,
+        the practitioner's "pre-train on everything, then fine-tune".
+
+        >>> pool = TaskPool.from_distribution(SinusoidTasks(seed=0), 3, 4)
+        >>> X, y = pool.pooled_data()
+        >>> tuple(X.shape), tuple(y.shape), bool(torch.equal(y[4:8], pool.Y[1]))
+        ((12, 1), (12, 1), True)
+        """
+        M, n = len(self), self.num_points
+        return self.X.reshape(M * n, 1), self.Y.reshape(M * n, 1)
+
     def joint_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All tasks' examples for joint (multi-task) training with :func:`mtl_course.training.fit`.
 
@@ -164,12 +179,25 @@ def new_task_network(multitask_model: models.MLP) -> models.MLP:
     return net
 
 
+def scaled_rates(per_param_lr: meta.Params, factor: float) -> meta.Params:
+    """Meta-SGD's learned step sizes, every one multiplied by ``factor`` (detached: nothing is trained).
+
+    >>> rates = {"w": torch.tensor([0.0, 0.5], requires_grad=True)}
+    >>> scaled_rates(rates, 0.5)["w"].tolist()
+    [0.0, 0.25]
+    """
+    if not factor > 0:
+        raise ValueError(f"the factor must be positive, got {factor}")
+    return {k: factor * v.detach() for k, v in per_param_lr.items()}
+
+
 def select_inner_lr(
     model: nn.Module,
     episodes: Sequence[Episode],
     candidates: Sequence[float],
     inner_steps: int,
     loss_fn: LossFn = F.mse_loss,
+    per_param_lr: meta.Params | None = None,
 ) -> tuple[float, dict[float, float]]:
     """Choose the adaptation step size by hand, as a practitioner does: a grid search on validation tasks.
 
@@ -177,6 +205,11 @@ def select_inner_lr(
     validation episode's support set, then the mean query loss. Returns the
     best candidate and every candidate's validation loss (``inf`` if it
     diverged). Use validation tasks, never the test tasks.
+
+    With ``per_param_lr`` (Meta-SGD's learned step sizes) a candidate is a
+    factor that scales all of them: rates learned for one inner step may
+    overshoot when they are taken several times, and the factor is chosen the
+    same way as everyone else's step size.
     """
     if not candidates:
         raise ValueError("give at least one candidate step size")
@@ -184,8 +217,9 @@ def select_inner_lr(
     for lr in candidates:
         if lr <= 0:
             raise ValueError(f"step sizes must be positive, got {lr}")
+        rates = None if per_param_lr is None else scaled_rates(per_param_lr, lr)
         with np.errstate(over="ignore", invalid="ignore"):  # too large a step diverges: that is a result
-            value = meta.evaluate_episodes(model, episodes, method="maml", inner=meta.InnerLoop(lr, inner_steps),
+            value = meta.evaluate_episodes(model, episodes, inner=meta.InnerLoop(lr, inner_steps, per_param_lr=rates),
                                            loss_fn=loss_fn, metric=None, chunk_size=len(episodes)).mean
         losses[float(lr)] = value if math.isfinite(value) else math.inf
     best = min(losses, key=losses.get)

@@ -52,6 +52,17 @@ def test_task_data_and_joint_data():
         pool.task_data(4)
 
 
+def test_pooled_data_is_every_tasks_points_without_the_task_index():
+    pool = small_pool()
+    X, y = pool.pooled_data()
+    joint_X, joint_y = pool.joint_data()
+    assert X.shape == y.shape == (24, 1)
+    torch.testing.assert_close(X, joint_X)
+    torch.testing.assert_close(y, joint_y[:, 1:])
+    for i, task in enumerate(pool.tasks):
+        torch.testing.assert_close(y[6 * i : 6 * (i + 1)], task(X[6 * i : 6 * (i + 1)]))
+
+
 def test_episode_splits_a_tasks_points_without_overlap():
     pool = small_pool(num_points=10)
     rng = np.random.default_rng(0)
@@ -148,6 +159,28 @@ def test_select_inner_lr_prefers_a_working_step_and_marks_divergence():
         comparison.select_inner_lr(net, episodes, [0.0], inner_steps=1)
 
 
+def test_select_inner_lr_scales_learned_rates_by_each_candidate():
+    torch.manual_seed(0)
+    net = models.MLP(1, (20,), 1)
+    episodes = SinusoidTasks(seed=3).batch(20, 5, 20)
+    rates = meta.init_per_param_lr(dict(net.named_parameters()), 0.02)
+    with torch.no_grad():
+        rates["head.bias"].zero_()  # a learned rate of zero must stay zero under every factor
+    _, losses = comparison.select_inner_lr(net, episodes, [0.25, 1.0], 3, per_param_lr=rates)
+    for factor in (0.25, 1.0):
+        scaled = {k: factor * v.detach() for k, v in rates.items()}
+        direct = meta.evaluate_episodes(net, episodes, inner=meta.InnerLoop(1.0, 3, per_param_lr=scaled),
+                                        loss_fn=F.mse_loss, metric=None).mean
+        assert losses[factor] == pytest.approx(direct, rel=1e-6)
+    # a factor of 0.5 on rates of 0.02 takes the steps of one step size 0.01 where no rate is zero
+    uniform = meta.init_per_param_lr(dict(net.named_parameters()), 0.02)
+    _, halved = comparison.select_inner_lr(net, episodes, [0.5], 3, per_param_lr=uniform)
+    _, plain = comparison.select_inner_lr(net, episodes, [0.01], 3)
+    assert halved[0.5] == pytest.approx(plain[0.01], rel=1e-5)
+    assert losses[0.25] != losses[1.0]
+    assert rates["head.weight"].grad is None, "the search must not train the rates"
+
+
 def test_adapted_curve_matches_the_inner_loop_and_leaves_the_model_alone():
     torch.manual_seed(0)
     net = models.MLP(1, (10,), 1)
@@ -201,3 +234,10 @@ def test_draw_flowchart_draws_every_node_and_edge():
     with pytest.raises(ValueError, match="node kinds"):
         comparison.draw_flowchart(ax, {"x": (0.5, 0.5, "x", "box")}, [])
     plt.close(fig)
+
+
+def test_comparison_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(comparison)
+    assert result.attempted >= 1 and result.failed == 0
