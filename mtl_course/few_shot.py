@@ -34,7 +34,7 @@ from torch import nn
 
 from . import meta, models, runtime, store, training
 from .data import ClassSplit, EpisodeSampler, LabelledSet, load_glyphs, split_classes, split_examples
-from .data.sinusoid import AMPLITUDE_RANGE, PHASE_RANGE, SinusoidTasks
+from .data.sinusoid import SinusoidTasks
 
 TEST_SETTINGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1))
 """The (N-way, K-shot) settings every stored few-shot model is tested in."""
@@ -481,16 +481,6 @@ def sine_network() -> nn.Module:
     return models.MLP(1, (40, 40), 1)
 
 
-def pooled_sinusoids(num_tasks: int, points_per_task: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` pairs from many random sinusoids with the task identity dropped: data for pre-training."""
-    rng = runtime.rng(seed)
-    amplitude = rng.uniform(*AMPLITUDE_RANGE, (num_tasks, 1))
-    phase = rng.uniform(*PHASE_RANGE, (num_tasks, 1))
-    x = rng.uniform(-5.0, 5.0, (num_tasks, points_per_task))
-    as_column = lambda a: torch.tensor(a.reshape(-1, 1), dtype=torch.float32)  # noqa: E731
-    return as_column(x), as_column(amplitude * np.sin(x - phase))
-
-
 def sine_mse(net: nn.Module, tasks: list, lr: float, steps: int) -> meta.EpisodeScores:
     """Query mean squared error after ``steps`` gradient steps of size ``lr`` on each task's K points."""
     return meta.evaluate_episodes(net, tasks, inner=meta.InnerLoop(lr, steps), loss_fn=F.mse_loss, metric=None,
@@ -514,7 +504,7 @@ def train_sinusoid_recipe(config: dict, seed: int, max_steps: int | None = None,
     net = sine_network()
     with runtime.num_threads_at_most(1):  # a tiny network: one thread is fastest
         if c.pretrain:
-            pool = pooled_sinusoids(c.outer_steps * c.meta_batch, 20, seed=seed + 100)  # one epoch = MAML's steps
+            pool = SinusoidTasks(seed=seed + 100).pooled(c.outer_steps * c.meta_batch, 20)  # an epoch: MAML's steps
             history = training.fit(net, pool, num_epochs=1, lr=c.meta_lr, loss_fn=F.mse_loss, metric=None,
                                    batch_size=c.meta_batch * 20, seed=seed, max_steps=max_steps,
                                    desc="sinusoid pre-training (store)", checkpoint=checkpoint)
@@ -703,7 +693,7 @@ store.register(store.Recipe(
 store.register(store.Recipe(
     name=SINE_PRETRAINED_MODEL_NAME, chapter=4, train=train_sinusoid_recipe, build=build_sine_network,
     config=asdict(SinusoidConfig(pretrain=True)),
-    full_config=asdict(SinusoidConfig(outer_steps=SINE_PAPER_STEPS, pretrain=True)), seed=0, version=1,
+    full_config=asdict(SinusoidConfig(outer_steps=SINE_PAPER_STEPS, pretrain=True)), seed=0, version=2,
     description="the same network pre-trained on pooled sinusoids, as many steps as MAML"))
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import meta, runtime
+from . import meta
 from .data import Episode
 from .data.function_families import FunctionFamilies, FunctionTask
 from .multitask import MultiTaskSet, TaskSpec, TaskView, make_head
@@ -120,11 +120,17 @@ def multitask_meta_objective(model: nn.Module, batches: Mapping[str, Sequence[Ep
     own parameters (``adapt_keys`` of its view); ``meta_kwargs`` go to
     ``meta_objective`` (``loss_fn``, ``backend``).
     """
+    return _kinds_objective(model, batches, inner, **meta_kwargs)[0]
+
+
+def _kinds_objective(model: nn.Module, batches: Mapping[str, Sequence[Episode]],
+                     inner: meta.InnerLoop = meta.InnerLoop(), **meta_kwargs) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`multitask_meta_objective` and each kind's mean query loss."""
     views = {kind: kind_view(model, kind) for kind in batches}
     return meta.multitask_meta_objective(
         {kind: (view, batches[kind], {"inner": replace(inner, adapt_keys=keys), **meta_kwargs})
          for kind, (view, keys) in views.items()},
-        reduction="mean")[0]
+        reduction="mean")
 
 
 def multitask_meta_train(model: nn.Module, sample_batches: Callable[[], Mapping[str, Sequence[Episode]]], *,
@@ -134,20 +140,13 @@ def multitask_meta_train(model: nn.Module, sample_batches: Callable[[], Mapping[
 
     ``sample_batches()`` returns ``{kind: meta-batch}`` (e.g. a few episodes of
     every kind); ``meta_kwargs`` (``inner``, ``loss_fn``, ...) go to
-    :func:`multitask_meta_objective`.
+    :func:`multitask_meta_objective`. The loop is :func:`mtl_course.meta.meta_train`'s.
     """
-    if outer_steps < 1:
-        raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=meta_lr)
-    losses = []
-    model.train()
-    for _ in runtime.progress(range(outer_steps), desc=desc):
-        optimizer.zero_grad(set_to_none=True)
-        loss = multitask_meta_objective(model, sample_batches(), **meta_kwargs)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+    def objective(batches: Mapping[str, Sequence[Episode]]) -> tuple[torch.Tensor, dict[str, float]]:
+        return _kinds_objective(model, batches, **meta_kwargs)
+
+    return meta.meta_train(model, sample_batches, objective=objective, outer_steps=outer_steps, meta_lr=meta_lr,
+                           desc=desc).loss
 
 
 @torch.no_grad()

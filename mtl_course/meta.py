@@ -168,6 +168,16 @@ class InnerLoop:
     updates in place; the settings themselves never change (make a variant with
     ``dataclasses.replace`` or :meth:`with_steps`).
 
+    ``embed_once`` is a shortcut, not a different method: when only the head
+    adapts (``adapt_keys`` under ``head.``, as in ANIL or the meta-transfer
+    learner of Chapter 5) the body is a fixed function during the inner loop,
+    so :func:`meta_objective` embeds the support and query sets once through
+    ``model.features`` and runs the inner loop on ``model.head`` alone. It
+    needs a model whose forward pass is ``head(features(x))`` (every model of
+    :mod:`mtl_course.models`); values and meta-gradients are those of the
+    whole model (tested), at the cost of one forward pass of the body instead
+    of one per inner step.
+
     >>> InnerLoop(lr=0.1, steps=5)
     InnerLoop(lr=0.1, steps=5)
     >>> InnerLoop(lr=0.1, steps=5).with_steps(10).steps
@@ -180,6 +190,7 @@ class InnerLoop:
     adapt_keys: tuple[str, ...] | None = None
     per_param_lr: Params | None = None
     step_lrs: Params | None = None
+    embed_once: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, (int, np.integer)) or isinstance(self.steps, bool) or self.steps < 0:
@@ -194,12 +205,17 @@ class InnerLoop:
                              "make them with meta.init_step_lrs(params, value, inner_steps)")
         if self.adapt_keys is not None:
             object.__setattr__(self, "adapt_keys", tuple(self.adapt_keys))
+        outside = [k for k in self.adapt_keys or () if not k.startswith("head.")]
+        if self.embed_once and outside:
+            raise ValueError("embed_once=True needs an inner loop that adapts the head alone "
+                             f"(adapt_keys=meta.head_keys(model), or method='anil'); got {outside[:3]}")
 
     def __repr__(self) -> str:
         shown = [f"lr={self.lr:g}", f"steps={self.steps}"]
         shown += ["first_order=True"] * self.first_order
         shown += [] if self.adapt_keys is None else [f"adapt_keys=<{len(self.adapt_keys)} names>"]
         shown += [f"{name}=<learned>" for name in ("per_param_lr", "step_lrs") if getattr(self, name) is not None]
+        shown += ["embed_once=True"] * self.embed_once
         return f"InnerLoop({', '.join(shown)})"
 
     @property
@@ -370,6 +386,42 @@ def _protonet_outputs(model: nn.Module, params: Params, support_X, support_y, qu
 # Meta-batches and the two backends
 # --------------------------------------------------------------------------------------
 
+class _Features(nn.Module):
+    """``model.features`` as a module of its own, so that ``functional_call`` can run it with given parameters."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+def _head_only(name: str) -> str:
+    return name.removeprefix("head.")
+
+
+def _on_the_head(model: nn.Module, params: Params, inner: InnerLoop):
+    """For ``inner.embed_once``: the embedding function, the head's parameters and the head's inner loop."""
+    if inner.adapt_keys is None or not callable(getattr(model, "features", None)) or not isinstance(
+            getattr(model, "head", None), nn.Module):
+        raise ValueError("embed_once=True needs a model with `features` and a `head` (forward = head(features(x))) "
+                         "and an inner loop on the head: method='anil' or adapt_keys=meta.head_keys(model)")
+    body = _Features(model)
+    body_params = {f"model.{k}": v for k, v in params.items() if not k.startswith("head.")}
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return functional_forward(body, body_params, x)
+
+    def strip(rates: Params | None) -> Params | None:
+        return None if rates is None else {_head_only(k): v for k, v in rates.items() if k.startswith("head.")}
+
+    head_params = {_head_only(k): v for k, v in params.items() if k.startswith("head.")}
+    head_inner = replace(inner, adapt_keys=tuple(_head_only(k) for k in inner.adapt_keys), embed_once=False,
+                         per_param_lr=strip(inner.per_param_lr), step_lrs=strip(inner.step_lrs))
+    return embed, head_params, head_inner
+
+
 def _stacked(batch: Batch, device: torch.device) -> Episode:
     if isinstance(batch, Episode):
         if batch.support_X.dim() < 2 or batch.support_X.shape[0] != batch.query_X.shape[0]:
@@ -516,15 +568,22 @@ def meta_objective(
             raise ValueError(f"step_weights needs one weight per inner step ({inner.steps}), got "
                              f"{tuple(step_weights.shape)}" + (" (ProtoNet has no inner steps)" if protonet else ""))
 
+    net, start, task_inner, embed = model, params, inner, None
+    if inner.embed_once and not protonet:
+        embed, start, task_inner = _on_the_head(model, params, inner)
+        net = model.head
+
     def task_fn(sx, sy, qx, qy):
         if protonet:
             out = _protonet_outputs(model, params, sx, sy, qx, n_way)
             return loss_fn(out, qy), out
-        path = adapt_path(model, params, sx, sy, loss_fn, inner) or [params]
-        out = functional_forward(model, path[-1], qx)
+        if embed is not None:  # the body is fixed in the inner loop: its features, once
+            sx, qx = embed(sx), embed(qx)
+        path = adapt_path(net, start, sx, sy, loss_fn, task_inner) or [start]
+        out = functional_forward(net, path[-1], qx)
         if step_weights is None:
             return loss_fn(out, qy), out
-        earlier = [loss_fn(functional_forward(model, phi, qx), qy) for phi in path[:-1]]
+        earlier = [loss_fn(functional_forward(net, phi, qx), qy) for phi in path[:-1]]
         losses = torch.stack([*earlier, loss_fn(out, qy)])
         return (step_weights.to(losses.device) * losses).sum(), out
 
@@ -763,6 +822,29 @@ def meta_gradient_step(
     return out
 
 
+def objective_step(objective: Callable[[Any], tuple[torch.Tensor, Mapping[str, float]]], batch: Any,
+                   optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, Mapping[str, float]]:
+    """One outer step on a meta-objective of its own: ``objective(batch)``, its gradient, ``optimizer.step()``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, losses = objective(batch)
+    loss.backward()
+    optimizer.step()
+    return loss, losses
+
+
+def _record_step(history: MetaHistory, out: Any, metric: Metric | None) -> None:
+    """The step's meta-loss, and its metric (:class:`MetaOutput`) or its tasks' losses (an ``objective``'s)."""
+    if isinstance(out, MetaOutput):
+        history.loss.append(out.loss.item())
+        if metric is not None:
+            history.metric.append(float(np.mean(out.task_metrics(metric))))
+    elif isinstance(out, tuple):
+        history.loss.append(float(out[0].item()))
+        history.metric.append(list(out[1].values()))
+    else:  # Reptile: the tasks' losses after adaptation
+        history.loss.append(out.mean().item())
+
+
 def meta_train(
     model: nn.Module,
     sample_batch: Callable[[], Batch],
@@ -778,6 +860,11 @@ def meta_train(
     val_episodes: Sequence[Episode] | None = None,
     eval_every: int = 100,
     eval_inner_steps: int | None = None,
+    validate: Callable[[nn.Module], float] | None = None,
+    validate_first: bool = False,
+    on_step: Callable[[Batch, Any], None] | None = None,
+    objective: Callable[[Any], tuple[torch.Tensor, Mapping[str, float]]] | None = None,
+    signature: Mapping[str, Any] | None = None,
     randomness: str = "different",
     desc: str = "meta-training",
     multi_step_loss: int = 0,
@@ -797,7 +884,24 @@ def meta_train(
     model is scored on them every ``eval_every`` outer steps (with
     ``eval_inner_steps`` inner steps, default ``inner.steps``) and the best state
     (model and learned rates) is restored at the end: model selection on
-    validation tasks, never on test tasks.
+    validation tasks, never on test tasks. A learner with a faster test of its
+    own gives it as ``validate(model) -> score`` instead of ``val_episodes``
+    (higher is better, or lower with ``metric=None``; Chapter 5 embeds the
+    validation images once); ``validate_first=True`` also scores the model
+    before the first step, so that "no meta-training" can win. ``on_step(batch,
+    output)`` is called after every outer step with the meta-batch and what
+    :func:`meta_gradient_step` returned (Chapter 5's hard-task sampler reads
+    each task's failure class from it).
+
+    A learner whose meta-objective is none of :data:`METHODS` gives it as
+    ``objective(batch) -> (loss, losses)``: ``sample_batch()`` then returns
+    whatever ``objective`` takes, each outer step minimises ``loss`` with
+    ``optimizer``, and ``history.metric`` records ``losses`` (one value per task,
+    in order). This is how multi-task meta-learning trains, in Chapter 7
+    (:func:`mtl_course.fusions.multitask_meta_train`) and Chapter 8
+    (:func:`mtl_course.m3tl.meta_train`): ``objective`` is
+    :func:`multitask_meta_objective` over ``{task: meta-batch}``, and
+    ``signature`` adds its settings to what a checkpoint must match.
 
     MAML++ (Antoniou et al., 2019) adds two options: ``inner.step_lrs``, learned
     rates per layer and per inner step (:func:`init_step_lrs`, meta-learned and
@@ -829,6 +933,13 @@ def meta_train(
     _refuse_old_keywords("meta_train", old)
     if outer_steps < 1:
         raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
+    if val_episodes is not None and validate is not None:
+        raise ValueError("give val_episodes or validate (a function that scores the model), not both")
+    if validate_first and val_episodes is None and validate is None:
+        raise ValueError("validate_first=True needs val_episodes or validate")
+    if objective is not None and (multi_step_loss or val_episodes is not None):
+        raise ValueError("a meta_train with its own objective takes no multi_step_loss or val_episodes: "
+                         "score the model with validate=...")
     if multi_step_loss < 0 or (multi_step_loss and method not in ("maml", "fomaml", "anil", "metasgd")):
         raise ValueError(f"multi_step_loss must be >= 0 and works with maml, fomaml, anil or metasgd, "
                          f"got {multi_step_loss} with {method!r}")
@@ -859,8 +970,8 @@ def meta_train(
         model.load_state_dict(state[0])
         set_rates(state[1])
 
-    signature = {"loop": "meta_train", "method": method, "outer_steps": outer_steps, "inner_lr": inner.lr,
-                 "inner_steps": inner.steps}
+    signature = {"loop": "meta_train", "method": method if objective is None else "objective",
+                 "outer_steps": outer_steps, "inner_lr": inner.lr, "inner_steps": inner.steps, **(signature or {})}
     run = runtime.Resumable(checkpoint, signature, model, optimizer)
 
     def state() -> dict:
@@ -876,25 +987,36 @@ def meta_train(
         history, best = MetaHistory(**saved["history"]), training.BestOnValidation(**saved["best"])
         done = saved["step"]
 
+    def score() -> float:
+        if validate is not None:
+            return float(validate(model))
+        return evaluate_episodes(model, val_episodes, method=method, inner=eval_inner, loss_fn=loss_fn,
+                                 metric=metric, backend=backend).mean
+
+    def validation_round(step: int) -> None:
+        value = score()
+        history.val_step.append(step)
+        history.val_metric.append(value)
+        if best.update(value if higher_is_better else -value, step, snapshot):
+            history.best_step = step
+        model.train()
+
+    if validate_first and done == 0:
+        validation_round(0)
     model.train()
     for step in runtime.progress(range(done + 1, outer_steps + 1), desc=desc, initial=done, total=outer_steps):
         weights = multi_step_weights(inner.steps, (step - 1) / multi_step_loss) if multi_step_loss else None
-        out = meta_gradient_step(model, sample_batch(), optimizer, method=method, inner=inner, loss_fn=loss_fn,
-                                 backend=backend, randomness=randomness, step_weights=weights)
-        if isinstance(out, MetaOutput):
-            history.loss.append(out.loss.item())
-            if metric is not None:
-                history.metric.append(float(np.mean(out.task_metrics(metric))))
+        batch = sample_batch()
+        if objective is not None:
+            out = objective_step(objective, batch, optimizer)
         else:
-            history.loss.append(out.mean().item())
-        if val_episodes is not None and (step % eval_every == 0 or step == outer_steps):
-            scores = evaluate_episodes(model, val_episodes, method=method, inner=eval_inner, loss_fn=loss_fn,
-                                       metric=metric, backend=backend)
-            history.val_step.append(step)
-            history.val_metric.append(scores.mean)
-            if best.update(scores.mean if higher_is_better else -scores.mean, step, snapshot):
-                history.best_step = step
-            model.train()
+            out = meta_gradient_step(model, batch, optimizer, method=method, inner=inner, loss_fn=loss_fn,
+                                     backend=backend, randomness=randomness, step_weights=weights)
+        if on_step is not None:
+            on_step(batch, out)
+        _record_step(history, out, metric)
+        if (val_episodes is not None or validate is not None) and (step % eval_every == 0 or step == outer_steps):
+            validation_round(step)
         done = step
         if step < outer_steps:
             run.save_if_due(state)

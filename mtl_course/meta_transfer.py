@@ -39,7 +39,7 @@ from torch import nn
 
 from . import meta, runtime, store, training
 from .data import Episode, EpisodeSampler, LabelledSet, split_examples
-from .models import ResNet12, functional_forward
+from .models import ResNet12
 from .transfer import extract_features
 
 SS_MODES = ("channel", "pair")
@@ -353,37 +353,72 @@ def hard_task_batch(data: LabelledSet, failures: Sequence[int], pool: Sequence[i
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class MetaTransferHistory:
-    """What :func:`meta_transfer_train` recorded (``tasks``: meta-training tasks seen at each validation)."""
+class HardTaskSampler:
+    """Phase 2's meta-batches: ``tasks_per_batch`` random tasks, and with HT a batch of hard tasks now and then.
 
-    loss: list[float] = field(default_factory=list)
-    tasks: list[int] = field(default_factory=list)
-    val_metric: list[float] = field(default_factory=list)
+    **HT meta-batch (our reconstruction; the official code has none).** With
+    ``hard_tasks=True``, after every ``every`` regular meta-batches the next
+    one is made of hard tasks (:func:`hard_task_batch`) re-sampled around the
+    failure class of each task of those regular batches (:func:`failure_classes`:
+    lowest class-level query accuracy after adaptation). Call the sampler for
+    the next meta-batch and :meth:`observe` with each batch and its
+    :class:`mtl_course.meta.MetaOutput`; :func:`mtl_course.meta.meta_train`
+    does both (``sample_batch`` and ``on_step``). Hard batches take the place
+    of regular ones, so HT and random sampling see the same number of tasks.
+    """
+
+    def __init__(self, sampler: EpisodeSampler, tasks_per_batch: int, hard_tasks: bool = False, every: int = 2,
+                 seed: int = 0) -> None:
+        if tasks_per_batch < 1 or every < 1:
+            raise ValueError(f"tasks_per_batch and every must be >= 1, got {tasks_per_batch} and {every}")
+        self.sampler, self.tasks_per_batch, self.hard_tasks, self.every = sampler, tasks_per_batch, hard_tasks, every
+        self.rng = runtime.rng(seed)
+        self.hard_batches, self.failures = 0, []  # what the HT batches were built from
+        self._recent: list[int] = []
+        self._regular_since_hard, self._last_was_hard = 0, False
+
+    def __call__(self) -> list[Episode]:
+        self._last_was_hard = self.hard_tasks and self._regular_since_hard >= self.every
+        if not self._last_was_hard:
+            return self.sampler.batch(self.tasks_per_batch)
+        s = self.sampler
+        batch = hard_task_batch(s.data, self._recent, s.classes, self.tasks_per_batch, s.n_way, s.k_shot,
+                                s.q_queries, self.rng)
+        self.hard_batches += 1
+        self.failures += self._recent
+        self._recent, self._regular_since_hard = [], 0
+        return batch
+
+    def observe(self, batch: Sequence[Episode], out: meta.MetaOutput) -> None:
+        """Record the failure class of every task of a regular batch (with HT; otherwise nothing to do)."""
+        if self.hard_tasks and not self._last_was_hard:
+            self._recent += failure_classes(out.query_outputs, out.query_y, [e.classes for e in batch])
+            self._regular_since_hard += 1
+
+
+@dataclass
+class MetaTransferHistory(meta.MetaHistory):
+    """What :func:`meta_transfer_train` recorded: :class:`mtl_course.meta.MetaHistory` and the HT batches."""
+
+    tasks_per_batch: int = 1
     hard_batches: int = 0
     failures: list[int] = field(default_factory=list)
-    best_tasks: int | None = None
+
+    @property
+    def tasks(self) -> list[int]:
+        """Meta-training tasks seen at each validation round (0: before the first step)."""
+        return [step * self.tasks_per_batch for step in self.val_step]
 
 
-def task_loss(model: nn.Module, episode: Episode, inner_lr: float,
-              inner_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One task of phase 2: adapt the classifier ``θ`` on the support set, return the query loss and logits.
+def inner_loop(inner_lr: float, inner_steps: int) -> meta.InnerLoop:
+    """The base learner (Sun et al., 2019, Eq. 3): ``inner_steps`` steps ``θ' = θ − α ∇_θ L(support)`` on the head.
 
-    The base learner (Sun et al., 2019, Eq. 3) takes ``inner_steps`` gradient
-    steps ``θ' = θ − α ∇_θ L(support)`` with :func:`mtl_course.meta.adapt` on the
-    ``head`` alone, on support features computed once through the (SS-modulated)
-    backbone; the query loss stays differentiable in SS and in ``θ``'s
-    initialisation (second order through the inner loop). Support and query go
-    through the backbone together, which is exact for per-example normalisation
-    (GroupNorm, the course default), not for BatchNorm.
+    SS is fixed within a task, so the backbone is a fixed function there: the
+    support and query images are embedded once (``embed_once``) and only the
+    classifier ``head`` adapts; the query loss stays differentiable in SS and
+    in the classifier's initialisation (second order through the inner loop).
     """
-    n_support = len(episode.support_y)
-    feats = model.features(torch.cat([episode.support_X, episode.query_X]))
-    theta = dict(model.head.named_parameters())
-    phi = meta.adapt(model.head, theta, feats[:n_support], episode.support_y, F.cross_entropy,
-                     meta.InnerLoop(inner_lr, inner_steps))
-    logits = functional_forward(model.head, phi, feats[n_support:])
-    return F.cross_entropy(logits, episode.query_y), logits
+    return meta.InnerLoop(inner_lr, inner_steps, adapt_keys=("head.weight", "head.bias"), embed_once=True)
 
 
 def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batches: int = 100,
@@ -393,71 +428,34 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
                         val_queries: int = 15, eval_every: int = 10, seed: int = 0) -> MetaTransferHistory:
     """Phase 2: meta-train every trainable parameter of ``model`` (SS and the classifier's initialisation).
 
-    Each outer step takes a meta-batch of ``tasks_per_batch`` tasks, adapts the
-    ``head`` alone on each support set (:func:`task_loss`, the base learner) and
-    updates the trainable parameters with Adam on the mean query loss (the meta
-    learner, Sun et al., 2019, Eqs. 4-5). Frozen weights never change.
-
-    **HT meta-batch (our reconstruction; the official code has none).** With
-    ``hard_tasks=True``, after every ``ht_every`` regular meta-batches we take
-    the failure class of each of their tasks (:func:`failure_classes`: lowest
-    class-level query accuracy after adaptation), and the next meta-batch is
-    ``tasks_per_batch`` hard tasks re-sampled around those classes
-    (:func:`hard_task_batch`). Hard batches count towards ``num_batches``, so
-    HT and random sampling see the same number of tasks. With
-    ``val=(data, classes)``, the model is scored on ``num_val_episodes`` fixed
-    validation episodes (``val_queries`` queries per class) every ``eval_every`` batches and the best state is
-    restored at the end (model selection on validation classes only); it is
-    also scored before the first step, so "no meta-training" can win.
+    Each outer step takes a meta-batch of ``tasks_per_batch`` tasks
+    (:class:`HardTaskSampler`, with the HT meta-batch if ``hard_tasks``), adapts
+    the ``head`` alone on each support set (:func:`inner_loop`, the base
+    learner) and updates the trainable parameters with Adam on the mean query
+    loss (the meta learner, Sun et al., 2019, Eqs. 4-5): the one meta-training
+    loop of the course, :func:`mtl_course.meta.meta_train`. Frozen weights never
+    change. With ``val=(data, classes)``, the model is scored by
+    :func:`meta_test` on ``num_val_episodes`` fixed validation episodes
+    (``val_queries`` queries per class) before the first step and every
+    ``eval_every`` batches, and the best state is restored at the end (model
+    selection on validation classes only; "no meta-training" can win).
     """
-    if num_batches < 1 or tasks_per_batch < 1 or ht_every < 1:
-        raise ValueError("num_batches, tasks_per_batch and ht_every must all be >= 1")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has nothing to meta-train: build it with mtl_model(..., mode='ss')")
-    device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(trainable, lr=meta_lr)
-    rng = runtime.rng(seed)
-    history, recent, regular_since_hard = MetaTransferHistory(), [], 0
-    best, tasks_seen = training.BestOnValidation(), 0
+    batches = HardTaskSampler(sampler, tasks_per_batch, hard_tasks, ht_every, seed=seed)
 
-    def validate() -> None:
-        score = meta_test(model, *val, num_episodes=num_val_episodes, n_way=sampler.n_way, k_shot=sampler.k_shot,
-                          q_queries=val_queries, inner_lr=inner_lr, inner_steps=inner_steps, seed=seed).mean
-        history.tasks.append(tasks_seen)
-        history.val_metric.append(score)
-        if best.update(score, tasks_seen, lambda: copy.deepcopy(model.state_dict())):
-            history.best_tasks = tasks_seen
-        model.train()
+    def validate(m: nn.Module) -> float:
+        return meta_test(m, *val, num_episodes=num_val_episodes, n_way=sampler.n_way, k_shot=sampler.k_shot,
+                         q_queries=val_queries, inner_lr=inner_lr, inner_steps=inner_steps, seed=seed).mean
 
-    if val is not None:
-        validate()  # the starting point: pre-trained backbone, untouched SS, zero classifier
-    model.train()
-    for step in runtime.progress(range(1, num_batches + 1), desc="phase 2: meta-training"):
-        is_hard = hard_tasks and regular_since_hard >= ht_every
-        if is_hard:
-            batch = hard_task_batch(sampler.data, recent, sampler.classes, tasks_per_batch, sampler.n_way,
-                                    sampler.k_shot, sampler.q_queries, rng)
-            history.hard_batches += 1
-            history.failures += recent
-            recent, regular_since_hard = [], 0
-        else:
-            batch = sampler.batch(tasks_per_batch)
-        optimizer.zero_grad(set_to_none=True)
-        losses, logits = zip(*(task_loss(model, e.to(device), inner_lr, inner_steps) for e in batch))
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        optimizer.step()
-        if hard_tasks and not is_hard:
-            recent += failure_classes(torch.stack(logits), torch.stack([e.query_y for e in batch]).to(device),
-                                      [e.classes for e in batch])
-            regular_since_hard += 1
-        history.loss.append(loss.item())
-        tasks_seen += len(batch)
-        if val is not None and (step % eval_every == 0 or step == num_batches):
-            validate()
-    best.restore(model.load_state_dict)
-    return history
+    history = meta.meta_train(model, batches, method="anil", outer_steps=num_batches, meta_lr=meta_lr,
+                              inner=inner_loop(inner_lr, inner_steps), backend="auto",
+                              validate=None if val is None else validate, validate_first=val is not None,
+                              eval_every=eval_every, on_step=batches.observe, desc="phase 2: meta-training")
+    return MetaTransferHistory(**asdict(history), tasks_per_batch=tasks_per_batch,
+                               hard_batches=batches.hard_batches, failures=batches.failures)
 
 
 def meta_test(model: nn.Module, data: LabelledSet, classes: Sequence[int], *, num_episodes: int = 600,

@@ -6,6 +6,7 @@ from mtl_course.data import (
     ClassSplit,
     EpisodeSampler,
     LabelledSet,
+    RegressionTasks,
     SinusoidTasks,
     load_digits,
     permute_pixels,
@@ -126,6 +127,43 @@ def test_sinusoid_is_seeded_and_shiftable():
     assert all(t.amplitude >= 5 for t in (shifted.sample_task() for _ in range(50)))
     with pytest.raises(ValueError, match="low <= high"):
         SinusoidTasks(amplitude_range=(3.0, 1.0))
+
+
+def test_pooled_sinusoids_are_points_of_many_tasks_without_their_identity():
+    X, y = SinusoidTasks(seed=2).pooled(num_tasks=50, points_per_task=4)
+    assert X.shape == (200, 1) and y.shape == (200, 1)
+    # the same draws, task by task: each block of 4 points lies on the sinusoid drawn just before it
+    tasks = SinusoidTasks(seed=2)
+    for i in range(50):
+        task, x = tasks.sample_task(), tasks.sample_inputs(4)
+        assert torch.equal(X[4 * i : 4 * i + 4], x) and torch.allclose(y[4 * i : 4 * i + 4], task(x))
+    with pytest.raises(ValueError, match="points_per_task >= 1"):
+        SinusoidTasks().pooled(3, 0)
+
+
+def test_a_task_distribution_needs_only_a_way_to_draw_a_task():
+    with pytest.raises(NotImplementedError, match="sample_task"):
+        RegressionTasks(seed=0).sample_episode(2, 2)
+
+    class Lines(RegressionTasks):
+        def sample_task(self):
+            slope = float(self.rng.uniform(-1, 1))
+            line = lambda x: slope * x  # noqa: E731
+            line.kind = "line"
+            return line
+
+    episode = Lines(seed=0).sample_episode(3, 2)
+    assert episode.info["kind"] == "line" and episode.support_X.shape == (3, 1)
+    assert SinusoidTasks(seed=0).sample_episode(1, 1).info["kind"] == "sine"
+
+
+def test_the_data_docstring_examples_run():
+    import doctest
+
+    from mtl_course.data import sinusoid
+
+    result = doctest.testmod(sinusoid)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_digits_are_real_and_permutation_is_a_bijection():

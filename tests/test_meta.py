@@ -671,3 +671,131 @@ def test_old_inner_loop_keywords_get_an_error_that_says_what_to_do():
                         meta.InnerLoop(), adapt_keys=["0.weight"])
     with pytest.raises(TypeError, match=r"\['lr'\]$"):
         meta.meta_gradient_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), lr=0.1)
+
+
+# --------------------------------------------------------------------------------------
+# Embedding once when only the head adapts (ANIL, Chapter 5's meta-transfer learner)
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["loop", "vmap"])
+@pytest.mark.parametrize("rates", [None, "per_param_lr", "step_lrs"])
+def test_embedding_once_gives_the_whole_models_values_and_meta_gradients(backend, rates):
+    model, batch = tiny_conv(), image_batch()
+    params = dict(model.named_parameters())
+    keys = meta.head_keys(model)
+    learned = {"per_param_lr": lambda: meta.init_per_param_lr(params, 0.3, keys),
+               "step_lrs": lambda: meta.init_step_lrs(params, 0.3, 2, keys)}
+    options = {} if rates is None else {rates: learned[rates]()}
+    wrt = list(params.values()) + list(options.get(rates, {}).values())
+    results = []
+    for embed_once in (False, True):
+        inner = meta.InnerLoop(0.3, 2, adapt_keys=keys, embed_once=embed_once, **options)
+        out = meta.meta_objective(model, batch, inner=inner, backend=backend)
+        results.append((out.task_losses.detach(), out.query_outputs.detach(),
+                        flat(torch.autograd.grad(out.loss, wrt))))
+    assert results[1][2].abs().max() > 0
+    for whole, once in zip(*results):
+        assert torch.allclose(whole, once, rtol=1e-10, atol=1e-12)
+
+
+def test_embedding_once_meta_gradient_equals_finite_differences():
+    model, batch = tiny_conv(), image_batch(num_tasks=2)
+    body = {"block1.0.weight": model.block1[0].weight}  # the first convolution, frozen in the inner loop
+    inner = meta.InnerLoop(0.5, 2, adapt_keys=meta.head_keys(model), embed_once=True)
+    analytic = meta_grad(model, batch, body, inner=inner)
+    numeric = finite_differences(lambda: meta.meta_objective(model, batch, inner=inner).loss, body, max_coords=12)
+    assert analytic[:12].abs().max() > 0
+    assert torch.allclose(analytic[:12], numeric[:12], rtol=1e-5, atol=1e-8)
+
+
+def test_embedding_once_needs_a_head_only_inner_loop_and_a_split_model():
+    with pytest.raises(ValueError, match="adapts the head alone"):
+        meta.InnerLoop(0.1, 1, adapt_keys=("blocks.0.weight",), embed_once=True)
+    pair = Episode(torch.ones(2, 2), torch.tensor([0, 1]), torch.ones(2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="features"):  # no features/head split, no head-only inner loop
+        meta.meta_objective(nn.Linear(2, 2), [pair, pair], inner=meta.InnerLoop(0.1, 1, embed_once=True))
+    assert "embed_once=True" in repr(meta.InnerLoop(0.1, 1, adapt_keys=("head.weight",), embed_once=True))
+
+
+def test_meta_train_takes_a_validation_function_an_initial_round_and_a_step_hook():
+    runtime.seed_everything(0)
+    model, tasks = models.MLP(1, (8,), 1), SinusoidTasks(seed=0)
+    val = SinusoidTasks(seed=1).batch(20, 5, 5)
+    kwargs = dict(loss_fn=F.mse_loss, inner=meta.InnerLoop(lr=0.01, steps=1), metric=None)
+    seen, scored = [], []
+
+    def validate(m):
+        scored.append(meta.evaluate_episodes(m, val, **kwargs).mean)
+        return scored[-1]
+
+    history = meta.meta_train(model, lambda: tasks.batch(4, 5, 5), outer_steps=6, meta_lr=1e-2, validate=validate,
+                              validate_first=True, eval_every=3, on_step=lambda b, out: seen.append((len(b), out)),
+                              **kwargs)
+    assert history.val_step == [0, 3, 6] and history.val_metric == scored
+    assert [n for n, _ in seen] == [4] * 6 and [out.loss.item() for _, out in seen] == history.loss
+    best = history.val_step[int(np.argmin(scored))]
+    assert history.best_step == best
+    assert meta.evaluate_episodes(model, val, **kwargs).mean == pytest.approx(min(scored))
+    with pytest.raises(ValueError, match="not both"):
+        meta.meta_train(model, lambda: tasks.batch(4, 5, 5), outer_steps=1, val_episodes=val, validate=validate,
+                        **kwargs)
+    with pytest.raises(ValueError, match="validate_first"):
+        meta.meta_train(model, lambda: tasks.batch(4, 5, 5), outer_steps=1, validate_first=True, **kwargs)
+
+
+def two_task_objective(model):
+    """The multi-task meta-objective of two sinusoid 'tasks' that share one network (Chapters 7 and 8)."""
+    inner = meta.InnerLoop(0.05, 1)
+
+    def objective(batches):
+        return meta.multitask_meta_objective(
+            {t: (model, batches[t], {"inner": inner, "loss_fn": F.mse_loss}) for t in batches}, reduction="sum")
+
+    return objective
+
+
+def test_meta_train_with_an_objective_of_its_own_is_adam_on_that_objective():
+    tasks = {"a": SinusoidTasks(seed=3, dtype=DTYPE), "b": SinusoidTasks(seed=4, dtype=DTYPE)}
+    batches = [{t: d.batch(2, 5, 5) for t, d in tasks.items()} for _ in range(4)]
+    model, by_hand = tiny_mlp(seed=2), tiny_mlp(seed=2)
+    feed = iter(batches)
+    history = meta.meta_train(model, lambda: next(feed), objective=two_task_objective(model), outer_steps=4,
+                              meta_lr=1e-2, metric=None)
+    optimizer = torch.optim.Adam(by_hand.parameters(), lr=1e-2)
+    expected = []
+    for batch in batches:
+        optimizer.zero_grad()
+        loss = sum(meta.meta_objective(by_hand, batch[t], inner=meta.InnerLoop(0.05, 1), loss_fn=F.mse_loss).loss
+                   for t in batch)
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+    assert history.loss == pytest.approx(expected, rel=1e-12)
+    assert [len(m) for m in history.metric] == [2] * 4 and history.metric[0][0] + history.metric[0][1] == \
+        pytest.approx(history.loss[0], rel=1e-12)
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="own objective"):
+        meta.meta_train(model, lambda: batches[0], objective=two_task_objective(model), outer_steps=1,
+                        val_episodes=sine_batch())
+
+
+def test_a_checkpoint_must_match_the_signature_an_objective_adds(tmp_path):
+    tasks = {"a": SinusoidTasks(seed=3, dtype=DTYPE)}
+
+    def run(checkpoint, stop_at=None, extra=None):
+        model, calls = tiny_mlp(seed=2), []
+
+        def sample():
+            calls.append(1)
+            if stop_at is not None and len(calls) == stop_at:
+                raise KeyboardInterrupt
+            return {t: d.batch(2, 5, 5) for t, d in tasks.items()}
+
+        return meta.meta_train(model, sample, objective=two_task_objective(model), outer_steps=5, metric=None,
+                               checkpoint=checkpoint, signature=extra)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(runtime.Checkpoint(tmp_path / "run.pt", every=0), stop_at=3, extra={"tasks": ["a"]})
+    with pytest.raises(ValueError, match="belongs to another run"):
+        run(runtime.Checkpoint(tmp_path / "run.pt"), extra={"tasks": ["a", "b"]})

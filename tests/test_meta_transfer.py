@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_course import meta_transfer as mt
-from mtl_course import models
+from mtl_course import meta, models
 from mtl_course.data import EpisodeSampler, LabelledSet
 
 
@@ -125,36 +125,98 @@ def test_frozen_weights_never_change_during_meta_training_and_ss_does():
     assert any(not torch.equal(p, ss_before[n]) for n, p in model.named_parameters() if p.requires_grad)
 
 
-def test_task_loss_inner_loop_adapts_head_only_and_is_differentiable_in_ss():
+def test_the_base_learner_adapts_the_head_only_and_is_differentiable_in_ss():
     data = tiny_glyphs()
     model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
     episode = EpisodeSampler(data, range(12), 3, 1, 2, seed=1).sample()
-    loss, logits = mt.task_loss(model, episode, inner_lr=0.5, inner_steps=3)
-    assert logits.shape == (6, 3)
-    loss.backward()
+    out = meta.meta_objective(model, [episode], inner=mt.inner_loop(0.5, 3), backend="loop")
+    assert out.query_outputs.shape == (1, 6, 3)
+    out.loss.backward()
     scale = model.block1.conv1.scale
     assert scale.grad is not None and scale.grad.abs().sum() > 0
     assert model.block1.conv1.conv.weight.grad is None
     # with zero inner steps the zero-initialised head gives uniform predictions
-    loss0, _ = mt.task_loss(model, episode, inner_lr=0.5, inner_steps=0)
-    assert loss0.item() == pytest.approx(np.log(3), abs=1e-6)
+    out0 = meta.meta_objective(model, [episode], inner=mt.inner_loop(0.5, 0), backend="loop")
+    assert out0.loss.item() == pytest.approx(np.log(3), abs=1e-6)
 
 
-def test_meta_test_matches_adapting_the_full_model():
+def test_meta_test_matches_adapting_the_head_of_the_full_model():
     data = tiny_glyphs()
     model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
     with torch.no_grad():
         model.head.weight.normal_()
     scores = mt.meta_test(model, data, list(range(6, 12)), num_episodes=5, n_way=3, k_shot=1, q_queries=2,
                           inner_lr=0.3, inner_steps=2, seed=3)
-    # same episodes, drawn from the raw images of the same classes, adapted through the whole network
+    # same episodes, drawn from the raw images of the same classes, the head adapted on top of the whole network
     episodes = EpisodeSampler(data.subset(range(6, 12)), None, 3, 1, 2, seed=3).batch(5)
-    expected = []
-    model.eval()
-    for e in episodes:
-        _, logits = mt.task_loss(model, e, inner_lr=0.3, inner_steps=2)
-        expected.append((logits.argmax(1) == e.query_y).float().mean().item())
-    np.testing.assert_allclose(scores.values, expected)
+    expected = meta.evaluate_episodes(model, episodes, method="anil", inner=meta.InnerLoop(0.3, 2), backend="loop")
+    np.testing.assert_allclose(scores.values, expected.values)
+
+
+def hand_written_phase_2(model, sampler, num_batches, tasks_per_batch, meta_lr, inner_lr, inner_steps):
+    """Sun et al.'s Eqs. 3-5 by hand: SGD on the head from its initialisation, Adam on the mean query loss."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=meta_lr)
+    for _ in range(num_batches):
+        losses = []
+        for e in sampler.batch(tasks_per_batch):
+            support, query = model.features(e.support_X), model.features(e.query_X)
+            w, b = model.head.weight, model.head.bias
+            for _ in range(inner_steps):
+                gw, gb = torch.autograd.grad(F.cross_entropy(F.linear(support, w, b), e.support_y), (w, b),
+                                             create_graph=True)
+                w, b = w - inner_lr * gw, b - inner_lr * gb
+            losses.append(F.cross_entropy(F.linear(query, w, b), e.query_y))
+        optimizer.zero_grad()
+        torch.stack(losses).mean().backward()
+        optimizer.step()
+
+
+def test_phase_2_is_adam_on_the_query_loss_of_the_adapted_classifier():
+    torch.set_default_dtype(torch.float64)
+    try:
+        data = tiny_glyphs()
+        data = LabelledSet(data.X.double(), data.y, data.class_names)
+        trained = []
+        for train in ("package", "by hand"):
+            model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
+            sampler = EpisodeSampler(data, range(12), n_way=3, k_shot=1, q_queries=2, seed=0)
+            settings = dict(num_batches=3, tasks_per_batch=2, meta_lr=1e-2, inner_lr=0.5, inner_steps=2)
+            if train == "package":
+                mt.meta_transfer_train(model, sampler, **settings)
+            else:
+                hand_written_phase_2(model, sampler, **settings)
+            trained.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    finally:
+        torch.set_default_dtype(torch.float32)
+    ss = [n for n in trained[0] if n.endswith("scale")]
+    assert ss and any((trained[0][n] != 1).any() for n in ss), "SS moved"
+    for name in trained[0]:
+        torch.testing.assert_close(trained[0][name], trained[1][name], rtol=1e-9, atol=1e-12)
+
+
+def test_the_ht_sampler_puts_a_hard_batch_after_every_few_regular_ones():
+    data = tiny_glyphs()
+    sampler = EpisodeSampler(data, range(12), n_way=3, k_shot=1, q_queries=2, seed=0)
+    batches = mt.HardTaskSampler(sampler, tasks_per_batch=2, hard_tasks=True, every=2, seed=0)
+    kinds, expected = [], []
+    for _ in range(6):
+        batch = batches()
+        kinds.append("hard" if "hard_classes" in batch[0].info else "regular")
+        # the query examples of label 0 are predicted as label 1, the others right: label 0 fails
+        y = torch.stack([e.query_y for e in batch])
+        logits = F.one_hot(torch.where(y == 0, 1, y), 3).float()
+        batches.observe(batch, meta.MetaOutput(torch.tensor(0.0), torch.zeros(2), logits, y))
+        if kinds[-1] == "regular":
+            expected += [e.classes[0] for e in batch]
+        else:
+            assert set(batch[0].info["hard_classes"]) <= set(expected[-4:])
+    assert kinds == ["regular", "regular", "hard"] * 2
+    assert batches.hard_batches == 2 and batches.failures == expected
+    plain = mt.HardTaskSampler(sampler, tasks_per_batch=2)
+    assert all("hard_classes" not in plain()[0].info for _ in range(5))
+    with pytest.raises(ValueError, match="must be >= 1"):
+        mt.HardTaskSampler(sampler, tasks_per_batch=0)
 
 
 def test_mtl_model_modes():
@@ -208,9 +270,8 @@ def test_validation_starts_before_meta_training_and_restores_the_best_state():
     history = mt.meta_transfer_train(model, sampler, num_batches=3, tasks_per_batch=2, inner_steps=1,
                                      val=(data, list(range(6, 12))), num_val_episodes=4, val_queries=2,
                                      eval_every=2)
-    assert history.tasks == [0, 4, 6]
-    best = history.tasks[int(np.argmax(history.val_metric))]
-    assert history.best_tasks == best
+    assert history.tasks == [0, 4, 6] and history.val_step == [0, 2, 3]
+    assert history.best_step == history.val_step[int(np.argmax(history.val_metric))]
     again = mt.meta_test(model, data, list(range(6, 12)), num_episodes=4, n_way=3, k_shot=1, q_queries=2,
                          inner_steps=1)
     assert again.mean == pytest.approx(max(history.val_metric))

@@ -20,7 +20,7 @@ from .benchmarks import (
 from .digits import load_digits, permute_pixels
 from .glyphs import glyph_alphabets, glyph_faces, glyph_stats, load_glyphs, render_glyph
 from .multimodal import MultiModalSet, TaskEpisodes, multimodal_glyphs  # noqa: F401  (Chapter 8)
-from .sinusoid import SineTask, SinusoidTasks
+from .sinusoid import RegressionTasks, SineTask, SinusoidTasks
 
 __all__ = [
     "Benchmark",
@@ -39,6 +39,7 @@ __all__ = [
     "EpisodeSampler",
     "LabelledSet",
     "SineTask",
+    "RegressionTasks",
     "SinusoidTasks",
     "Task",
     "load_digits",

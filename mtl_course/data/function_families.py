@@ -20,9 +20,8 @@ from typing import Sequence
 
 import torch
 
-from .. import runtime
 from .episodes import Episode
-from .sinusoid import AMPLITUDE_RANGE, INPUT_RANGE, PHASE_RANGE
+from .sinusoid import AMPLITUDE_RANGE, INPUT_RANGE, PHASE_RANGE, RegressionTasks
 
 KINDS = ("sine", "line", "quadratic")
 """The kinds of function :class:`FunctionFamilies` can draw."""
@@ -60,15 +59,12 @@ class FunctionTask:
         return curvature * (x - centre) ** 2 + offset
 
 
-class FunctionFamilies:
-    """A task distribution p(T) over functions of several ``kinds``, with its own seeded generator.
+class FunctionFamilies(RegressionTasks):
+    """A task distribution p(T) over functions of several ``kinds`` (:class:`RegressionTasks`).
 
     ``sample_task(kind)`` draws a task (of a random kind if ``kind`` is
-    ``None``; kinds are equally likely); ``sample_episode(k_shot, q_queries)``
-    draws a task and ``K`` support and ``Q`` query points from it (inputs of
-    shape ``(n, 1)``; ``episode.info`` holds the task and its kind);
-    ``pooled`` gives the points of many tasks with the task identity dropped,
-    the data of an ordinary jointly trained regression model.
+    ``None``; kinds are equally likely); ``sample_episode`` and ``batch`` take
+    the same ``kind``; ``batch_from`` draws episodes of tasks from a fixed list.
     """
 
     def __init__(self, kinds: Sequence[str] = KINDS, seed: int = 0,
@@ -77,10 +73,8 @@ class FunctionFamilies:
         unknown = [k for k in kinds if k not in KINDS]
         if not kinds or unknown:
             raise ValueError(f"kinds must be a non-empty selection of {KINDS}, got {kinds}")
-        if not input_range[0] <= input_range[1]:
-            raise ValueError(f"input_range must be (low, high) with low <= high, got {input_range}")
-        self.kinds, self.input_range, self.dtype = kinds, input_range, dtype
-        self.rng = runtime.rng(seed)
+        super().__init__(seed, input_range, dtype)
+        self.kinds = kinds
 
     def _kind(self, kind: str | None) -> str:
         if kind is None:
@@ -94,21 +88,6 @@ class FunctionFamilies:
         params = tuple(float(self.rng.uniform(lo, hi)) for lo, hi in PARAMETER_RANGES[kind].values())
         return FunctionTask(kind, params)
 
-    def sample_inputs(self, n: int) -> torch.Tensor:
-        return torch.as_tensor(self.rng.uniform(*self.input_range, size=(n, 1)), dtype=self.dtype)
-
-    def sample_episode(self, k_shot: int = 10, q_queries: int = 10, task: FunctionTask | None = None,
-                       kind: str | None = None) -> Episode:
-        if k_shot < 1 or q_queries < 0:
-            raise ValueError(f"need k_shot >= 1 and q_queries >= 0, got {k_shot}, {q_queries}")
-        task = self.sample_task(kind) if task is None else task
-        xs, xq = self.sample_inputs(k_shot), self.sample_inputs(q_queries)
-        return Episode(xs, task(xs), xq, task(xq), classes=[], info={"task": task, "kind": task.kind})
-
-    def batch(self, num_tasks: int, k_shot: int = 10, q_queries: int = 10, kind: str | None = None) -> list[Episode]:
-        """``num_tasks`` episodes, each of a new task (of ``kind``, or of random kinds)."""
-        return [self.sample_episode(k_shot, q_queries, kind=kind) for _ in range(num_tasks)]
-
     def batch_from(self, tasks: Sequence[FunctionTask], num_tasks: int, k_shot: int = 10,
                    q_queries: int = 10) -> list[Episode]:
         """``num_tasks`` episodes of tasks picked at random from the fixed list ``tasks`` (fresh points each time)."""
@@ -116,14 +95,3 @@ class FunctionFamilies:
             raise ValueError("batch_from needs at least one task to pick from")
         picks = self.rng.integers(len(tasks), size=num_tasks)
         return [self.sample_episode(k_shot, q_queries, task=tasks[int(i)]) for i in picks]
-
-    def pooled(self, num_tasks: int, points_per_task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(X, y)`` from ``num_tasks`` random tasks, ``points_per_task`` points each, the task identity dropped."""
-        if num_tasks < 1 or points_per_task < 1:
-            raise ValueError(f"need num_tasks >= 1 and points_per_task >= 1, got {num_tasks}, {points_per_task}")
-        xs, ys = [], []
-        for _ in range(num_tasks):
-            task, x = self.sample_task(), self.sample_inputs(points_per_task)
-            xs.append(x)
-            ys.append(task(x))
-        return torch.cat(xs), torch.cat(ys)

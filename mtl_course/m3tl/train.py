@@ -16,17 +16,16 @@
 """
 from __future__ import annotations
 
-import copy
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import meta, runtime, training, transfer
+from .. import meta, runtime, transfer
 from ..data import Episode
 from ..data.multimodal import MultiModalSet
 from ..metrics import mean_absolute_error  # noqa: F401  (still importable as m3tl.mean_absolute_error)
@@ -200,49 +199,24 @@ def meta_train(
     views = {t: net.task_net(t) for t in samplers}
     inner_of = {t: replace(loop, adapt_keys=views[t].keys(inner_parts))
                 for t, loop in _per_task(inner, list(views), "inner").items()}
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=meta_lr)
-    history, best, done = meta.MetaHistory(), training.BestOnValidation(), 0
-    signature = {"loop": "m3tl.meta_train", "tasks": list(samplers), "outer_steps": outer_steps,
+
+    def objective(batches: Mapping[str, Sequence[Episode]]) -> tuple[torch.Tensor, dict[str, float]]:
+        return meta.multitask_meta_objective(
+            {t: (view, batches[t], {"loss_fn": task_loss(view.spec.kind), "inner": inner_of[t], "backend": backend})
+             for t, view in views.items()}, reduction="sum")
+
+    def validate(model: M3TLNet) -> float:  # the summed validation query loss: lower is better
+        return sum(meta_test(model, t, val_episodes[t], parts=inner_parts, inner_lr=inner_of[t].lr,
+                             inner_steps=inner_of[t].steps, metric=None).mean for t in views)
+
+    signature = {"loop": "m3tl.meta_train", "tasks": list(samplers),
                  "inner_steps": {t: i.steps for t, i in inner_of.items()},
                  "inner_lr": {t: i.lr for t, i in inner_of.items()}}
-    run = runtime.Resumable(checkpoint, signature, net, optimizer)
-
-    def state() -> dict:
-        return {"step": done, "history": asdict(history), "best": asdict(best)}
-
-    saved = run.restore()
-    if saved is not None:
-        for _ in range(saved["step"]):
-            for sample in samplers.values():
-                sample()  # each sampler's own generator moves on as in the stopped run
-        runtime.set_random_state(saved["random"])
-        history, best = meta.MetaHistory(**saved["history"]), training.BestOnValidation(**saved["best"])
-        done = saved["step"]
-    net.train()
-    for step in runtime.progress(range(done + 1, outer_steps + 1), desc=desc, initial=done, total=outer_steps):
-        optimizer.zero_grad(set_to_none=True)
-        total, losses = meta.multitask_meta_objective(
-            {t: (view, samplers[t](), {"loss_fn": task_loss(view.spec.kind), "inner": inner_of[t],
-                                       "backend": backend})
-             for t, view in views.items()}, reduction="sum")
-        total.backward()
-        optimizer.step()
-        history.loss.append(float(total.item()))
-        history.metric.append(list(losses.values()))  # per-task query losses, in the order of `samplers`
-        if val_episodes is not None and (step % eval_every == 0 or step == outer_steps):
-            score = sum(meta_test(net, t, val_episodes[t], parts=inner_parts, inner_lr=inner_of[t].lr,
-                                  inner_steps=inner_of[t].steps, metric=None).mean for t in views)
-            history.val_step.append(step)
-            history.val_metric.append(score)
-            if best.update(-score, step, lambda: copy.deepcopy(net.state_dict())):  # a loss: lower is better
-                history.best_step = step
-            net.train()
-        done = step
-        if step < outer_steps:
-            run.save_if_due(state)
-    run.finish(state)
-    best.restore(net.load_state_dict)
-    return history
+    # history.metric holds each step's per-task query losses, in the order of `samplers`
+    return meta.meta_train(net, lambda: {t: sample() for t, sample in samplers.items()}, objective=objective,
+                           outer_steps=outer_steps, meta_lr=meta_lr, metric=None,
+                           validate=None if val_episodes is None else validate, eval_every=eval_every,
+                           desc=desc, checkpoint=checkpoint, signature=signature)
 
 
 def part_rates(view: TaskNet, keys: Sequence[str], inner_lr: float, shared_lr_factor: float) -> dict[str, torch.Tensor]:
