@@ -322,8 +322,8 @@ class StoredModel:
         """One line for a chapter: what was loaded and how long its training took."""
         m = self.entry["machine"]
         how = "trained by `make models`" if "file" in self.entry else "trained in this run"
-        return (f"{self.entry['name']}: {how} in {self.seconds:.0f} s "
-                f"on {m['threads']} CPU thread(s) ({self.entry['curve']['steps']} steps)")
+        threads = f"{m['threads']} CPU thread" + ("s" if m["threads"] != 1 else "")
+        return f"{self.entry['name']}: {how}: {self.seconds:.0f} s, {threads}, {self.entry['curve']['steps']} steps"
 
 
 def profile_of(entry: Mapping) -> str:

@@ -201,9 +201,10 @@ def test_no_code_cell_ends_with_bare_semicolon(path):
 
 MAX_CODE_LINE = 88
 """The longest code line that fits a code cell of the built book at 1280 px without scrolling sideways."""
-CODE_BOX_PX = 666
-"""Outer width of the narrowest code box of the built book at a 1280 px window: a folded
-(``hide-input``) cell, measured in headless Chromium (a plain code cell is 684 px)."""
+CODE_BOX_PX = 654
+"""Width inside the border of the narrowest code box of the built book at a 1280 px window: a
+folded (``hide-input``) cell, measured in headless Chromium (``clientWidth`` of its ``pre``;
+a text output's box is 676 px)."""
 MONOSPACE_ADVANCE_EM = 0.602
 """Width of one character of the theme's monospace font (DejaVu Sans Mono, Menlo), in em."""
 
@@ -238,6 +239,28 @@ def test_code_lines_fit_the_page(path):
     assert not long, (
         f"{_rel(path)}: code lines longer than {MAX_CODE_LINE} characters (cell, length): {long[:8]}. "
         f"Wrap them (e.g. `ruff format --line-length {MAX_CODE_LINE}`, then shorten comments and strings)"
+    )
+
+
+def _shown_text(output) -> str:
+    """What the book shows of one stored output as monospace text (a widget shows itself instead)."""
+    data = output.get("data") or {}
+    if output.get("output_type") == "stream":
+        return _source({"source": output.get("text", "")})
+    if any(k in data for k in ("text/html", "image/png", "application/vnd.jupyter.widget-view+json")):
+        return ""
+    return _source({"source": data.get("text/plain", "")})
+
+
+@pytest.mark.parametrize("path", _params(BOOK + SOLUTIONS, "book or solution"))
+def test_text_outputs_fit_the_page(path):
+    long = [(i, len(line)) for i, c in enumerate(_read(path).cells) if c.cell_type == "code"
+            for output in c.get("outputs", []) for line in _shown_text(output).splitlines()
+            if len(line) > MAX_CODE_LINE]
+    assert not long, (
+        f"{_rel(path)}: printed lines longer than {MAX_CODE_LINE} characters (cell, length): {long[:8]}; "
+        "they scroll sideways in the book. Print long lists on lines of their own (textwrap.fill), "
+        "split long sentences and give wide tables shorter column names"
     )
 
 
