@@ -28,7 +28,6 @@ code never shipped it; see :func:`failure_classes`, :func:`hard_task_batch` and
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -238,9 +237,9 @@ def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: Pretr
     The default settings on Glyphs (the quick profile) are the store's model
     :data:`BACKBONE_MODEL_NAME`, trained by ``make models`` and never retrained
     here (a missing or stale file raises :class:`mtl_course.store.StoreError`).
-    Other settings are cached under ``runtime.data_dir("models")`` in a file
-    named after every setting, a fingerprint of the images and labels, and what
-    changes the last bits of trained weights (:func:`runtime.compute_tag`).
+    Other settings are trained on first use and cached
+    (:func:`mtl_course.store.cached`, at :func:`mtl_course.store.cache_path`: named after every setting,
+    a fingerprint of the images and classes, and what changes the last bits of trained weights).
     """
     device = device or runtime.get_device()
     if config == PretrainConfig() and data.X.shape[1] == 1:
@@ -250,21 +249,17 @@ def pretrained_backbone(data: LabelledSet, classes: Sequence[int], config: Pretr
                                    f"ones asked for; run `make models MODEL={BACKBONE_MODEL_NAME}`, or pass "
                                    "another PretrainConfig to train one for these classes")
         return stored.model
-    digest = hashlib.sha1(data.X.numpy().tobytes())
-    digest.update(np.asarray(classes, dtype=np.int64).tobytes())
-    path = runtime.data_dir("models") / (f"{config.file_stem()}-data{digest.hexdigest()[:10]}-"
-                                         f"{runtime.compute_tag(device)}.pt")
+    classes = [int(c) for c in classes]
+    path = store.cache_path(config.file_stem(), data.X, torch.tensor(classes, dtype=torch.int64), device=device)
+
+    def train_once() -> dict:
+        trained = pretrain_backbone(data, classes, config, device)
+        return {"state_dict": {k: v.detach().cpu() for k, v in trained.state_dict().items()}}
+
+    checkpoint, _ = store.cached(path, train_once, valid=lambda c: "state_dict" in c)
     model = ResNet12(data.X.shape[1], config.channels, norm=config.norm)
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.to(device).eval()
-        except (OSError, RuntimeError, EOFError):
-            pass  # unreadable: train again
-    model = pretrain_backbone(data, classes, config, device)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    runtime.write_atomically(path, lambda file: torch.save(state, file))
-    return model
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
 
 
 def mtl_model(backbone: nn.Module, n_way: int, mode: str = "ss") -> nn.Module:

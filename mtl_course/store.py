@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import pickle
 import platform
 import subprocess
 import time
@@ -392,6 +393,55 @@ def load_or_train(name: str, device: torch.device | str | None = None, retrain: 
          "metrics": {k: float(v) for k, v in result.metrics.items()},
          "curve": summarise_curve([float(x) for x in result.step_losses]), "extra": _plain(result.extra)}
     return StoredModel(result.model.to(device).eval(), e)
+
+
+# --------------------------------------------------------------------------------------
+# Models trained outside the store: other settings than a recipe's, cached on this machine
+# --------------------------------------------------------------------------------------
+
+def fingerprint(*arrays: torch.Tensor) -> str:
+    """Ten hex digits that change with the contents of ``arrays`` (the data a model is trained on).
+
+    >>> fingerprint(torch.zeros(3)) == fingerprint(torch.zeros(3)) != fingerprint(torch.ones(3))
+    True
+    """
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(torch.as_tensor(array).detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]
+
+
+def cache_path(stem: str, *arrays: torch.Tensor, device: torch.device | str | None = None) -> Path:
+    """Where a model with settings ``stem``, trained on ``arrays`` on ``device``, is cached.
+
+    Under ``runtime.data_dir("models")``, named after the settings, the data
+    (:func:`fingerprint`) and what changes the last bits of trained weights
+    (:func:`mtl_course.runtime.compute_tag`: device, threads, emulated machine).
+    """
+    device = torch.device(device) if device is not None else runtime.get_device()
+    return runtime.data_dir("models") / f"{stem}-data{fingerprint(*arrays)}-{runtime.compute_tag(device)}.pt"
+
+
+def cached(path: Path, train: Callable[[], dict], valid: Callable[[dict], bool] = lambda checkpoint: True,
+           ) -> tuple[dict, bool]:
+    """A trained model's checkpoint read from ``path``, or made by ``train()`` and written there.
+
+    A checkpoint is a dict of tensors and plain values (weights, what they were
+    trained on, their validation score). A file that is missing, unreadable or
+    not ``valid`` is trained again and replaced (atomically). Returns the
+    checkpoint and whether it came from the file. The store's own models are
+    never cached here: chapters :func:`load` them.
+    """
+    if path.is_file():
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(checkpoint, dict) and valid(checkpoint):
+                return checkpoint, True
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            pass  # unreadable: train again
+    checkpoint = train()
+    runtime.write_atomically(path, lambda file: torch.save(checkpoint, file))
+    return checkpoint, False
 
 
 def main(argv: list[str] | None = None) -> int:

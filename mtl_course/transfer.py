@@ -35,8 +35,6 @@ explorer of Chapter 2 live in :mod:`mtl_course.viz` and :mod:`mtl_course.widgets
 from __future__ import annotations
 
 import copy
-import hashlib
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -587,26 +585,9 @@ def _source_split(data: LabelledSet, classes: Sequence[int], config: SourceConfi
     return part(train_rows), part(val_rows)
 
 
-def _fingerprint(train: LabelledSet) -> str:
-    digest = hashlib.sha1(train.X.numpy().tobytes())
-    digest.update(train.y.numpy().tobytes())
-    return digest.hexdigest()[:10]
-
-
 def source_model_path(config: SourceConfig, train: LabelledSet, device: torch.device | None = None) -> Path:
     """Where the source model for these settings, this training set and this device is cached."""
-    device = device or runtime.get_device()
-    return runtime.data_dir("models") / f"{config.file_stem()}-data{_fingerprint(train)}-{runtime.compute_tag(device)}.pt"
-
-
-def _load_checkpoint(path: Path) -> dict | None:
-    """The cached checkpoint, or ``None`` if it is missing or unreadable (it is then trained again)."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        return None
+    return store.cache_path(config.file_stem(), train.X, train.y, device=device)
 
 
 def pretrain_source_model(train: LabelledSet, val: LabelledSet, config: SourceConfig,
@@ -649,7 +630,7 @@ def train_source_recipe(config: dict, seed: int, max_steps: int | None = None,
                                                            checkpoint)
     return store.Trained(model, {"source_val_acc": val_accuracy}, history.step_loss,
                          {"classes": classes, "epoch_train_loss": history.train_loss,
-                          "epoch_val_acc": history.val_metric, "data_fingerprint": _fingerprint(train)})
+                          "epoch_val_acc": history.val_metric, "data_fingerprint": store.fingerprint(train.X, train.y)})
 
 
 def build_source_model(config: dict) -> nn.Module:
@@ -681,9 +662,8 @@ def source_model(config: SourceConfig = SourceConfig(), data: LabelledSet | None
     are the store's model :data:`SOURCE_MODEL_NAME`, trained by ``make models``:
     it is loaded, never retrained here (a missing or stale file raises
     :class:`mtl_course.store.StoreError`). Other settings (the full profile) are
-    trained on first use and cached under ``runtime.data_dir("models")``, in a
-    file named after every setting, a fingerprint of the training images and
-    what changes the last bits of the weights (:func:`runtime.compute_tag`).
+    trained on first use and cached (:func:`mtl_course.store.cached`, at
+    :func:`source_model_path`).
     """
     if data is None:
         from .data import load_glyphs
@@ -701,20 +681,19 @@ def source_model(config: SourceConfig = SourceConfig(), data: LabelledSet | None
     train, val = _source_split(data, classes, config)
     device = torch.device(device) if device is not None else runtime.get_device()
     path = source_model_path(config, train, device)
-    checkpoint = _load_checkpoint(path)
+
+    def train_once() -> dict:
+        started = time.perf_counter()
+        trained, val_accuracy, _ = pretrain_source_model(train, val, config, device)
+        return {"state_dict": {k: v.detach().cpu() for k, v in trained.state_dict().items()}, "classes": classes,
+                "val_accuracy": val_accuracy, "train_seconds": time.perf_counter() - started,
+                "config": asdict(config)}
+
+    checkpoint, from_cache = store.cached(path, train_once, valid=lambda c: c.get("classes") == classes)
     model = models.Conv4(train.X.shape[1], config.hidden, len(classes), norm=config.norm, image_size=train.X.shape[-1])
-    if checkpoint is not None and checkpoint.get("classes") == classes:
-        model.load_state_dict(checkpoint["state_dict"])
-        return SourceModel(model.to(device), classes, checkpoint["val_accuracy"], checkpoint["train_seconds"],
-                           path, from_cache=True)
-    started = time.perf_counter()
-    model, val_accuracy, _ = pretrain_source_model(train, val, config, device)
-    seconds = time.perf_counter() - started
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    checkpoint = {"state_dict": state, "classes": classes, "val_accuracy": val_accuracy,
-                  "train_seconds": seconds, "config": asdict(config)}
-    runtime.write_atomically(path, lambda file: torch.save(checkpoint, file))
-    return SourceModel(model, classes, val_accuracy, seconds, path, from_cache=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    return SourceModel(model.to(device), classes, checkpoint["val_accuracy"], checkpoint["train_seconds"], path,
+                       from_cache=from_cache)
 
 
 # ---------------------------------------------------------------------------

@@ -218,3 +218,64 @@ def test_the_old_training_command_says_where_training_went(capsys):
     with pytest.raises(SystemExit):
         store.main(["train", "glyphs-maml-conv4"])
     assert "python -m mtl_course.train NAME" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- models cached outside the store
+
+def test_a_cached_model_is_trained_once_and_trained_again_when_unreadable_or_invalid(tmp_path):
+    path, calls = tmp_path / "model.pt", []
+
+    def train():
+        calls.append(1)
+        return {"state_dict": {"w": torch.full((2,), float(len(calls)))}, "classes": [1, 2]}
+
+    first, from_cache = store.cached(path, train)
+    assert not from_cache and path.is_file() and len(calls) == 1
+    again, from_cache = store.cached(path, train)
+    assert from_cache and len(calls) == 1 and torch.equal(again["state_dict"]["w"], first["state_dict"]["w"])
+    _, from_cache = store.cached(path, train, valid=lambda c: c["classes"] == [3])  # trained on other classes
+    assert not from_cache and len(calls) == 2
+    path.write_bytes(b"not a checkpoint")
+    repaired, from_cache = store.cached(path, train)
+    assert not from_cache and len(calls) == 3 and repaired["state_dict"]["w"][0] == 3
+
+
+def test_the_cache_path_names_settings_data_and_compute(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTL_COURSE_DATA", str(tmp_path))
+    X = torch.zeros(4, 3)
+    path = store.cache_path("settings", X, torch.arange(4), device="cpu")
+    assert path.parent == runtime.data_dir("models") and path.name.startswith("settings-data")
+    assert path.name.endswith(f"-{runtime.compute_tag(torch.device('cpu'))}.pt")
+    assert store.cache_path("settings", X + 1, torch.arange(4), device="cpu") != path, "other data, other file"
+    assert store.cache_path("other", X, torch.arange(4), device="cpu") != path, "other settings, other file"
+
+
+def test_the_meta_transfer_backbone_of_other_settings_is_pretrained_once(monkeypatch, tmp_path):
+    from mtl_course import meta_transfer, models
+    from mtl_course.data import LabelledSet
+
+    monkeypatch.setenv("MTL_COURSE_DATA", str(tmp_path))
+    config = meta_transfer.PretrainConfig(channels=(2, 2, 2, 2), num_epochs=1)
+    data = LabelledSet(torch.rand(8, 1, 16, 16), torch.arange(4).repeat(2), [str(c) for c in range(4)])
+    calls = []
+
+    def pretrain(data, classes, config, device):
+        calls.append(list(classes))
+        torch.manual_seed(len(calls))
+        return models.ResNet12(1, config.channels, norm=config.norm)
+
+    monkeypatch.setattr(meta_transfer, "pretrain_backbone", pretrain)
+    first = meta_transfer.pretrained_backbone(data, [0, 1, 2, 3], config, torch.device("cpu"))
+    second = meta_transfer.pretrained_backbone(data, [0, 1, 2, 3], config, torch.device("cpu"))
+    assert calls == [[0, 1, 2, 3]], "the second call reads the cache"
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    meta_transfer.pretrained_backbone(data, [0, 1, 2], config, torch.device("cpu"))
+    assert len(calls) == 2, "other classes, another file"
+
+
+def test_the_store_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(store)
+    assert result.attempted > 0 and result.failed == 0
