@@ -416,7 +416,7 @@ def inner_loop(inner_lr: float, inner_steps: int) -> meta.InnerLoop:
     return meta.InnerLoop(inner_lr, inner_steps, adapt_keys=("head.weight", "head.bias"), embed_once=True)
 
 
-def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batches: int = 100,
+def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, outer_steps: int = 100,
                         tasks_per_batch: int = 4, meta_lr: float = 1e-3, inner_lr: float = 1.0,
                         inner_steps: int = 10, hard_tasks: bool = False, ht_every: int = 2,
                         val: tuple[LabelledSet, Sequence[int]] | None = None, num_val_episodes: int = 200,
@@ -432,11 +432,11 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
     change. With ``val=(data, classes)``, the model is scored by
     :func:`meta_test` on ``num_val_episodes`` fixed validation episodes
     (``val_queries`` queries per class) before the first step and every
-    ``eval_every`` batches, and the best state is restored at the end (model
+    ``eval_every`` outer steps, and the best state is restored at the end (model
     selection on validation classes only; "no meta-training" can win).
     """
-    if num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    if outer_steps < 1:
+        raise ValueError(f"outer_steps must be >= 1, got {outer_steps}")
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has nothing to meta-train: build it with mtl_model(..., mode='ss')")
     batches = HardTaskSampler(sampler, tasks_per_batch, hard_tasks, ht_every, seed=seed)
@@ -445,7 +445,7 @@ def meta_transfer_train(model: nn.Module, sampler: EpisodeSampler, *, num_batche
         return meta_test(m, *val, num_episodes=num_val_episodes, n_way=sampler.n_way, k_shot=sampler.k_shot,
                          q_queries=val_queries, inner_lr=inner_lr, inner_steps=inner_steps, seed=seed).mean
 
-    history = meta.meta_train(model, batches, method="anil", outer_steps=num_batches, meta_lr=meta_lr,
+    history = meta.meta_train(model, batches, method="anil", outer_steps=outer_steps, meta_lr=meta_lr,
                               inner=inner_loop(inner_lr, inner_steps), backend="auto",
                               validate=None if val is None else validate, validate_first=val is not None,
                               eval_every=eval_every, on_step=batches.observe, desc="phase 2: meta-training")

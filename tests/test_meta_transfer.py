@@ -116,7 +116,7 @@ def test_frozen_weights_never_change_during_meta_training_and_ss_does():
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     ss_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     sampler = EpisodeSampler(data, range(12), n_way=3, k_shot=1, q_queries=2, seed=0)
-    history = mt.meta_transfer_train(model, sampler, num_batches=4, tasks_per_batch=2, meta_lr=1e-2,
+    history = mt.meta_transfer_train(model, sampler, outer_steps=4, tasks_per_batch=2, meta_lr=1e-2,
                                      inner_steps=2, hard_tasks=True, ht_every=1)
     assert history.hard_batches == 2
     for n, p in model.named_parameters():
@@ -153,11 +153,11 @@ def test_meta_test_matches_adapting_the_head_of_the_full_model():
     np.testing.assert_allclose(scores.values, expected.values)
 
 
-def hand_written_phase_2(model, sampler, num_batches, tasks_per_batch, meta_lr, inner_lr, inner_steps):
+def hand_written_phase_2(model, sampler, outer_steps, tasks_per_batch, meta_lr, inner_lr, inner_steps):
     """Sun et al.'s Eqs. 3-5 by hand: SGD on the head from its initialisation, Adam on the mean query loss."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=meta_lr)
-    for _ in range(num_batches):
+    for _ in range(outer_steps):
         losses = []
         for e in sampler.batch(tasks_per_batch):
             support, query = model.features(e.support_X), model.features(e.query_X)
@@ -181,7 +181,7 @@ def test_phase_2_is_adam_on_the_query_loss_of_the_adapted_classifier():
         for train in ("package", "by hand"):
             model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
             sampler = EpisodeSampler(data, range(12), n_way=3, k_shot=1, q_queries=2, seed=0)
-            settings = dict(num_batches=3, tasks_per_batch=2, meta_lr=1e-2, inner_lr=0.5, inner_steps=2)
+            settings = dict(outer_steps=3, tasks_per_batch=2, meta_lr=1e-2, inner_lr=0.5, inner_steps=2)
             if train == "package":
                 mt.meta_transfer_train(model, sampler, **settings)
             else:
@@ -267,7 +267,7 @@ def test_validation_starts_before_meta_training_and_restores_the_best_state():
     data = tiny_glyphs()
     model = mt.mtl_model(tiny_backbone(), n_way=3, mode="ss")
     sampler = EpisodeSampler(data, range(6), n_way=3, k_shot=1, q_queries=2, seed=0)
-    history = mt.meta_transfer_train(model, sampler, num_batches=3, tasks_per_batch=2, inner_steps=1,
+    history = mt.meta_transfer_train(model, sampler, outer_steps=3, tasks_per_batch=2, inner_steps=1,
                                      val=(data, list(range(6, 12))), num_val_episodes=4, val_queries=2,
                                      eval_every=2)
     assert history.tasks == [0, 4, 6] and history.val_step == [0, 2, 3]
