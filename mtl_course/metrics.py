@@ -46,6 +46,17 @@ def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) 
     return float(x.mean()), float(quantile * x.std(ddof=1) / math.sqrt(x.size))
 
 
+def interval_text(mean: float, half: float | None = None, percent: bool = False) -> str:
+    """A mean and its 95 % half-width as the book prints them: ``0.900 ± 0.248``, or in percent ``90.0 ± 24.8``.
+
+    >>> interval_text(0.9, 0.248), interval_text(0.9, 0.248, percent=True), interval_text(0.9, percent=True)
+    ('0.900 ± 0.248', '90.0 ± 24.8', '90.0')
+    """
+    scale, digits = (100, 1) if percent else (1, 3)
+    text = f"{scale * mean:.{digits}f}"
+    return text if half is None else f"{text} ± {scale * half:.{digits}f}"
+
+
 @dataclass
 class EpisodeScores:
     """Per-episode (or per-seed) scores with their mean and 95 % confidence half-width.
@@ -67,7 +78,7 @@ class EpisodeScores:
         return cls(values, mean, half)
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+        return interval_text(self.mean, self.ci95)
 
 
 Scores = Union[Sequence[float], np.ndarray, EpisodeScores]
