@@ -34,13 +34,14 @@ class SineTask:
 class RegressionTasks:
     """A distribution p(T) over one-dimensional regression tasks, with its own seeded generator.
 
-    A subclass says how to draw a task (``sample_task``); everything else is
-    common: ``sample_inputs(n)`` draws ``n`` inputs of shape ``(n, 1)``,
+    A subclass says how to draw a task (``sample_task``: a function of ``x``
+    with a ``kind``, such as :class:`SineTask`); everything else is common:
+    ``sample_inputs(n)`` draws ``n`` inputs of shape ``(n, 1)``,
     ``sample_episode(k_shot, q_queries)`` a task with ``K`` support and ``Q``
     query points (``episode.info`` holds the task and its kind), ``batch`` many
     episodes, and ``pooled`` the points of many tasks with the task identity
     dropped: the data of an ordinary, jointly trained regression model (the
-    transfer baseline of Chapters 4, 7 and 9).
+    pre-training baseline of Chapters 4 and 7).
     """
 
     def __init__(self, seed: int = 0, input_range: tuple[float, float] = INPUT_RANGE,
