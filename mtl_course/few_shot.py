@@ -40,10 +40,15 @@ TEST_SETTINGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1))
 """The (N-way, K-shot) settings every stored few-shot model is tested in."""
 NUM_TEST, NUM_VAL, TEST_QUERIES = 600, 100, 15
 TEST_SEED, VAL_SEED = 2, 3  # episode seeds of the meta-test and validation episodes
-TEST_STEP_CHOICES = (1, 3, 5, 10)
-"""Adaptation steps at meta-test, one of which is chosen per model and setting on validation episodes."""
+TEST_STEP_CHOICES = (1, 3, 5, 10, 20)
+"""Adaptation steps at meta-test, one of which is chosen per model and setting on validation episodes.
+
+Twenty steps matter at 5 shots: a learner meta-trained on 1-shot episodes
+needs more steps to use five examples per class."""
 TEST_LR_FACTORS = (1.0, 0.25)
-"""Step sizes at meta-test, as fractions of the model's meta-training inner step size (chosen with the steps)."""
+"""Step sizes at meta-test, as fractions of the model's meta-training inner step size (chosen with the steps).
+
+For Meta-SGD the factor scales all of its learned rates."""
 
 
 def setting_key(n_way: int, k_shot: int) -> str:
@@ -121,13 +126,14 @@ class MetaSGDLearner(nn.Module):
 
     def __init__(self, net: nn.Module, init_lr: float = 0.4) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.init_lr = net, init_lr
         self.rates = nn.ParameterDict({_safe(k): nn.Parameter(torch.full_like(p, init_lr))
                                        for k, p in net.named_parameters()})
 
-    def per_param_lr(self) -> dict[str, torch.Tensor]:
-        """The rates keyed like the network's parameters (what :mod:`mtl_course.meta` expects)."""
-        return {k: self.rates[_safe(k)] for k, _ in self.net.named_parameters()}
+    def per_param_lr(self, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """The rates keyed like the network's parameters (what :mod:`mtl_course.meta` expects), times ``scale``."""
+        rates = {k: self.rates[_safe(k)] for k, _ in self.net.named_parameters()}
+        return rates if scale == 1.0 else {k: scale * r for k, r in rates.items()}
 
 
 def _safe(key: str) -> str:
@@ -143,10 +149,14 @@ def build_meta_learner(config: Mapping, in_channels: int = 1, image_size: int = 
     return MetaSGDLearner(net, c.inner_lr) if c.method == "metasgd" else net
 
 
-def network_and_rates(model: nn.Module) -> tuple[nn.Module, dict | None]:
-    """The network to adapt and its learned rates (``None`` unless ``model`` is a :class:`MetaSGDLearner`)."""
+def network_and_rates(model: nn.Module, inner_lr: float | None = None) -> tuple[nn.Module, dict | None]:
+    """The network to adapt and its learned rates (``None`` unless ``model`` is a :class:`MetaSGDLearner`).
+
+    A test-time step size ``inner_lr`` scales the learned rates by
+    ``inner_lr / init_lr``, the factor it is of the meta-training step size.
+    """
     if isinstance(model, MetaSGDLearner):
-        return model.net, model.per_param_lr()
+        return model.net, model.per_param_lr(1.0 if inner_lr is None else inner_lr / model.init_lr)
     return model, None
 
 
@@ -189,14 +199,15 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
 
     ProtoNet classifies by the nearest prototype of its features. ANIL adapts
     only the head, on fixed features, so its features are computed once. The
-    other methods adapt every weight (Meta-SGD with its learned rates) for
-    ``inner_steps`` steps; Reptile and first-order MAML adapt as MAML does.
+    other methods adapt every weight (Meta-SGD with its learned rates, scaled
+    by ``inner_lr`` over its meta-training step size) for ``inner_steps``
+    steps; Reptile and first-order MAML adapt as MAML does.
     """
     if method == "protonet":
         return meta.evaluate_episodes(nn.Identity(), episodes(_features(model, part), n_way, k_shot, num, seed,
                                                               q_queries), method="protonet", chunk_size=100)
     model = widen_head(model, n_way)
-    net, rates = network_and_rates(model)
+    net, rates = network_and_rates(model, inner_lr)
     if method == "anil":
         return meta.evaluate_episodes(net.head, episodes(_features(net, part), n_way, k_shot, num, seed, q_queries),
                                       inner=meta.InnerLoop(inner_lr, inner_steps), chunk_size=num)
@@ -208,14 +219,13 @@ def score(model: nn.Module, method: str, part: LabelledSet, n_way: int, k_shot: 
 def test_time_choices(method: str, inner_lr: float) -> list[tuple[int, float]]:
     """The (steps, step size) pairs at meta-test that :func:`choose_test_adaptation` picks from.
 
-    ProtoNet has no steps; Meta-SGD adapts with its learned rates, so only its
-    steps are chosen; the other methods try :data:`TEST_STEP_CHOICES` at each
-    of :data:`TEST_LR_FACTORS` times their meta-training step size ``inner_lr``.
+    ProtoNet has no steps; the other methods try :data:`TEST_STEP_CHOICES` at
+    each of :data:`TEST_LR_FACTORS` times their meta-training step size
+    ``inner_lr`` (Meta-SGD: its learned rates times the same factors).
     """
     if method == "protonet":
         return [(0, inner_lr)]
-    factors = (1.0,) if method == "metasgd" else TEST_LR_FACTORS
-    return [(steps, factor * inner_lr) for factor in factors for steps in TEST_STEP_CHOICES]
+    return [(steps, factor * inner_lr) for factor in TEST_LR_FACTORS for steps in TEST_STEP_CHOICES]
 
 
 def choose_test_adaptation(model: nn.Module, method: str, val_part: LabelledSet, n_way: int, k_shot: int,

@@ -119,7 +119,7 @@ def test_load_or_train_retrains_with_overrides_and_leaves_the_store_alone(monkey
 def test_test_time_choices_follow_each_methods_inner_loop():
     assert few_shot.test_time_choices("protonet", 0.4) == [(0, 0.4)], "class means have no steps to choose"
     metasgd = few_shot.test_time_choices("metasgd", 0.4)
-    assert {lr for _, lr in metasgd} == {0.4}, "Meta-SGD adapts with its learned rates: only steps are chosen"
+    assert metasgd == few_shot.test_time_choices("maml", 0.4), "Meta-SGD's factors scale its learned rates"
     maml = few_shot.test_time_choices("maml", 0.4)
     assert maml[0] == (1, 0.4), "ties go to the meta-training step size and one step"
     assert {lr for _, lr in maml} == {0.4, 0.1} and len(maml) == 2 * len(few_shot.TEST_STEP_CHOICES)
@@ -142,3 +142,11 @@ def test_support_only_baselines_choose_their_adaptation_on_validation(monkeypatc
     finetune = few_shot.support_only_network(body)
     assert torch.equal(finetune.blocks[0][0].weight, body.blocks[0][0].weight), "fine-tuning starts from the body"
     assert not finetune.head.weight.any(), "a zero head: every episode starts at the uniform prediction"
+
+
+def test_a_test_time_step_size_scales_meta_sgds_learned_rates():
+    learner = few_shot.build_meta_learner({"method": "metasgd", "hidden": 8, "inner_lr": 0.4}, 1, 28)
+    _, rates = few_shot.network_and_rates(learner)
+    assert all(r is learner.rates[few_shot._safe(k)] for k, r in rates.items()), "meta-training gets the parameters"
+    _, quarter = few_shot.network_and_rates(learner, inner_lr=0.1)
+    assert all(torch.allclose(quarter[k], 0.25 * rates[k]) for k in rates)
