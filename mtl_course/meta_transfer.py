@@ -501,7 +501,7 @@ class Phase2Study:
     ht_every: int = 2
     seeds: int = 5
     eval_every: int = 50
-    val_classes: int = 60
+    val_classes: int | None = 60  # None: every validation class
     val_episodes: int = 100
 
 
@@ -575,6 +575,12 @@ def study_run(c: Phase2Study, backbone: nn.Module, data: LabelledSet, split, var
     return model, history
 
 
+def study_record(history: MetaTransferHistory) -> dict:
+    """What the study keeps of a run's history: its validation curve, best step and HT record."""
+    return {"val_step": history.val_step, "val_acc": history.val_metric, "best_step": history.best_step,
+            "hard_batches": history.hard_batches, "failure_classes": len(set(history.failures))}
+
+
 def _glyphs_and_split():
     from .data import load_glyphs, split_classes
 
@@ -605,10 +611,8 @@ def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, de
             def train_run(run: str = run) -> dict:
                 variant, s = run.rsplit(" ", 1)
                 model, history = study_run(c, backbone, data, split, variant, int(s))
-                record = {"val_step": history.val_step, "val_acc": history.val_metric, "loss": history.loss,
-                          "best_step": history.best_step, "hard_batches": history.hard_batches,
-                          "failure_classes": len(set(history.failures))}
-                return {"tensors": {k: v.detach().cpu() for k, v in _meta_learned(model).items()}, "record": record}
+                return {"tensors": {k: v.detach().cpu() for k, v in _meta_learned(model).items()},
+                        "record": {**study_record(history), "loss": history.loss}}
 
             if checkpoint is None:
                 done = train_run()
