@@ -291,7 +291,7 @@ def tiny_study(monkeypatch) -> mt.Phase2Study:
     monkeypatch.setattr(mt, "_glyphs_and_split", lambda: (data, split))
     monkeypatch.setattr(mt, "pretrained_backbone", lambda *args, **kwargs: tiny_backbone())
     return mt.Phase2Study(n_way=3, q_queries=2, outer_steps=4, tasks_per_batch=2, inner_steps=2, seeds=2,
-                          eval_every=2, val_classes=4, val_episodes=3)
+                          eval_every=2, val_classes=4, val_episodes=3, meta_lrs=(1e-3, 1e-5))
 
 
 def test_the_study_stores_what_each_run_meta_learned_and_resumes_after_its_finished_runs(monkeypatch, tmp_path):
@@ -303,6 +303,11 @@ def test_the_study_stores_what_each_run_meta_learned_and_resumes_after_its_finis
     runs = [mt.study_run_key(v, s) for s in (0, 1) for v in mt.STUDY_VARIANTS]
     assert list(trained.extra["runs"]) == runs
     assert trained.extra["runs"]["SS + HT 0"]["hard_batches"] > 0 == trained.extra["runs"]["SS 0"]["hard_batches"]
+    # every variant's rate is the one whose first-seed run validated best, and the other seeds use it
+    for v in mt.STUDY_VARIANTS:
+        tried = trained.extra["meta_lr_choice"][v]
+        assert f"{trained.extra['meta_lr'][v]:g}" == max(tried, key=tried.get)
+        assert trained.extra["runs"][f"{v} 1"]["meta_lr"] == trained.extra["meta_lr"][v]
     # the runs' files make a second call train nothing and give the same weights and records
     monkeypatch.setattr(mt, "study_run", lambda *args, **kwargs: pytest.fail("a finished run was trained again"))
     again = mt.train_study_recipe(mt.asdict(c), seed=0, checkpoint=checkpoint)
