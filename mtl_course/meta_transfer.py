@@ -28,6 +28,7 @@ code never shipped it; see :func:`failure_classes`, :func:`hard_task_batch` and
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -469,3 +470,200 @@ def meta_test(model: nn.Module, data: LabelledSet, classes: Sequence[int], *, nu
     episodes = EpisodeSampler(features, None, n_way, k_shot, q_queries, seed=seed).batch(num_episodes)
     head = copy.deepcopy(model.head).requires_grad_(True)
     return meta.evaluate_episodes(head, episodes, method="maml", inner=meta.InnerLoop(inner_lr, inner_steps))
+
+
+# --------------------------------------------------------------------------------------
+# Phase 2 at scale, over seeds: the stored study of Chapter 5
+# --------------------------------------------------------------------------------------
+
+STUDY_MODEL_NAME = "glyphs-mtl-phase2-study"
+STUDY_VARIANTS: dict[str, tuple[str, bool]] = {
+    "SS": ("ss", False), "SS + HT": ("ss", True), "fine-tune + meta": ("fine-tune", False)}
+"""The meta-trained variants of the study: the :func:`mtl_model` mode and whether the HT meta-batch is on."""
+
+
+@dataclass(frozen=True)
+class Phase2Study:
+    """Phase 2 at scale: every variant of :data:`STUDY_VARIANTS`, once per seed, from the stored backbone.
+
+    Each run meta-trains on ``outer_steps × tasks_per_batch`` tasks (2,000 by
+    default) with :func:`meta_transfer_train` and keeps its best state on
+    validation episodes of the first ``val_classes`` validation classes. Each
+    variant's meta learning rate is chosen on validation, the same way for
+    all: the first seed is trained with every rate of ``meta_lrs``, the rate
+    whose run reaches the best validation accuracy is kept, and the other
+    seeds are trained with it.
+    """
+
+    n_way: int = 20
+    k_shot: int = 1
+    q_queries: int = 5
+    outer_steps: int = 500
+    tasks_per_batch: int = 4
+    meta_lrs: tuple[float, ...] = (1e-3, 1e-4)
+    inner_lr: float = 0.5
+    inner_steps: int = 10
+    ht_every: int = 2
+    seeds: int = 5
+    eval_every: int = 50
+    val_classes: int | None = 60  # None: every validation class
+    val_episodes: int = 100
+
+
+def study_run_key(variant: str, seed: int) -> str:
+    """The name of one run of the study, e.g. ``"SS + HT 3"``."""
+    if variant not in STUDY_VARIANTS:
+        raise ValueError(f"variant must be one of {list(STUDY_VARIANTS)}, got {variant!r}")
+    return f"{variant} {seed}"
+
+
+def _slug(text: str) -> str:
+    """``"SS + HT 3"`` -> ``"ss_ht_3"``: a name that modules, files and metric keys accept."""
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def _meta_learned(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p for k, p in model.named_parameters() if p.requires_grad}
+
+
+class StudyWeights(nn.Module):
+    """What every run of the study meta-learned (SS and the classifier, or every weight), by run key.
+
+    The frozen backbone is not repeated: it is the store's
+    :data:`BACKBONE_MODEL_NAME`, and :func:`study_model` puts a run's tensors
+    back on a copy of it.
+    """
+
+    def __init__(self, shapes: dict[str, dict[str, tuple[int, ...]]]) -> None:
+        super().__init__()
+        self.names = {run: list(tensors) for run, tensors in shapes.items()}
+        self.runs = nn.ModuleDict({_slug(run): nn.ParameterDict(
+            {_slug(k): nn.Parameter(torch.zeros(shape), requires_grad=False) for k, shape in tensors.items()})
+            for run, tensors in shapes.items()})
+
+    def tensors(self, run: str) -> dict[str, torch.Tensor]:
+        """The meta-learned tensors of ``run`` (a :func:`study_run_key`), keyed like the model's parameters."""
+        if run not in self.names:
+            raise KeyError(f"no run {run!r} in the study; it has {list(self.names)}")
+        stored = self.runs[_slug(run)]
+        return {k: stored[_slug(k)] for k in self.names[run]}
+
+
+def study_shapes(c: Phase2Study, backbone: nn.Module, seed: int) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The shape of every meta-learned tensor of every run (what :class:`StudyWeights` holds)."""
+    shapes = {variant: {k: tuple(p.shape) for k, p in _meta_learned(mtl_model(backbone, c.n_way, mode)).items()}
+              for variant, (mode, _) in STUDY_VARIANTS.items()}
+    return {study_run_key(v, s): shapes[v] for s in range(seed, seed + c.seeds) for v in STUDY_VARIANTS}
+
+
+def study_model(weights: StudyWeights, backbone: nn.Module, n_way: int, run: str) -> nn.Module:
+    """The phase-2 network of one stored run: :func:`mtl_model` on ``backbone`` with the run's tensors put in."""
+    model = mtl_model(backbone, n_way, STUDY_VARIANTS[run.rsplit(" ", 1)[0]][0])
+    with torch.no_grad():
+        for key, value in weights.tensors(run).items():
+            model.get_parameter(key).copy_(value)
+    return model.eval()
+
+
+def study_run(c: Phase2Study, backbone: nn.Module, data: LabelledSet, split, variant: str, seed: int,
+              meta_lr: float, max_steps: int | None = None) -> tuple[nn.Module, MetaTransferHistory]:
+    """One run of the study: :func:`meta_transfer_train` of ``variant``, its episodes and HT draws from ``seed``."""
+    mode, hard_tasks = STUDY_VARIANTS[variant]
+    model = mtl_model(backbone, c.n_way, mode)
+    sampler = EpisodeSampler(data, split.train, c.n_way, c.k_shot, c.q_queries, seed=seed)
+    history = meta_transfer_train(
+        model, sampler, outer_steps=c.outer_steps if max_steps is None else min(max_steps, c.outer_steps),
+        tasks_per_batch=c.tasks_per_batch, meta_lr=meta_lr, inner_lr=c.inner_lr, inner_steps=c.inner_steps,
+        hard_tasks=hard_tasks, ht_every=c.ht_every,
+        val=None if max_steps is not None else (data, split.val[:c.val_classes]),
+        num_val_episodes=c.val_episodes, eval_every=c.eval_every, seed=seed)
+    return model, history
+
+
+def study_record(history: MetaTransferHistory) -> dict:
+    """What the study keeps of a run's history: its validation curve, best step and HT record."""
+    return {"val_step": history.val_step, "val_acc": history.val_metric, "best_step": history.best_step,
+            "hard_batches": history.hard_batches, "failure_classes": len(set(history.failures))}
+
+
+def _glyphs_and_split():
+    from .data import load_glyphs, split_classes
+
+    data = load_glyphs()
+    return data, split_classes(data, by="group", seed=0)
+
+
+def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, device: torch.device | None = None,
+                       checkpoint: runtime.Checkpoint | None = None, reverse: bool = False) -> store.Trained:
+    """The store's recipe for Chapter 5's study: :func:`study_run` for every variant and seed of :class:`Phase2Study`.
+
+    First every variant's meta learning rate is chosen (:class:`Phase2Study`),
+    then the other seeds are trained. Every run's validation curve, time and
+    HT record go into the manifest's extras, with the choice of rates; the
+    stored curve is the first run's. A stopped training resumes after the
+    last run it finished: each finished run is kept in a file of its own
+    beside ``checkpoint`` (:func:`mtl_course.store.cached`). A second process
+    with ``reverse=True`` and the same ``checkpoint`` trains the runs from the
+    other end, which halves the wall time on two cores.
+    """
+    c = Phase2Study(**{**config, "meta_lrs": tuple(config["meta_lrs"])})
+    device = device or runtime.get_device()
+    data, split = _glyphs_and_split()
+    backbone = pretrained_backbone(data, split.train, PretrainConfig(), device)
+    order = reversed if reverse else iter
+
+    def run_once(variant: str, s: int, lr: float) -> dict:
+        def train_run() -> dict:
+            started = time.perf_counter()
+            model, history = study_run(c, backbone, data, split, variant, s, lr)
+            return {"tensors": {k: v.detach().cpu() for k, v in _meta_learned(model).items()},
+                    "record": {**study_record(history), "loss": history.loss, "meta_lr": lr,
+                               "seconds": time.perf_counter() - started}}
+
+        if checkpoint is None:
+            return train_run()
+        return store.cached(checkpoint.part(f"{study_run_key(variant, s)} lr {lr:g}").path, train_run)[0]
+
+    with runtime.num_threads_at_most(1):  # small convolutions: one thread is fastest
+        if max_steps is not None:
+            model, history = study_run(c, backbone, data, split, "SS", seed, c.meta_lrs[0], max_steps)
+            return store.Trained(model, {}, history.loss)
+        tuning = [(v, lr) for v in STUDY_VARIANTS for lr in c.meta_lrs]
+        tried = {(v, lr): run_once(v, seed, lr) for v, lr in order(tuning)}
+        choice = {v: max(c.meta_lrs, key=lambda lr: max(tried[v, lr]["record"]["val_acc"])) for v in STUDY_VARIANTS}
+        rest = [(v, s) for s in range(seed + 1, seed + c.seeds) for v in STUDY_VARIANTS]
+        done = {(v, seed): tried[v, choice[v]] for v in STUDY_VARIANTS}
+        done.update({(v, s): run_once(v, s, choice[v]) for v, s in order(rest)})
+    weights = StudyWeights(study_shapes(c, backbone, seed)).to(device)
+    runs = {}
+    with torch.no_grad():
+        for run in weights.names:
+            variant, s = run.rsplit(" ", 1)
+            result = done[variant, int(s)]
+            for key, value in weights.tensors(run).items():
+                value.copy_(result["tensors"][key])
+            runs[run] = {k: v for k, v in result["record"].items() if k != "loss"}
+    metrics = {f"val_acc_{_slug(v)}": float(np.mean([max(runs[study_run_key(v, s)]["val_acc"])
+                                                     for s in range(seed, seed + c.seeds)]))
+               for v in STUDY_VARIANTS}
+    extra = {"runs": runs, "meta_lr": choice,
+             "meta_lr_choice": {v: {f"{lr:g}": max(tried[v, lr]["record"]["val_acc"]) for lr in c.meta_lrs}
+                                for v in STUDY_VARIANTS},
+             "run_seconds": sum(r["record"]["seconds"] for r in tried.values())
+             + sum(r["record"]["seconds"] for (_, s), r in done.items() if s != seed)}
+    return store.Trained(weights.eval(), metrics, done["SS", seed]["record"]["loss"], extra)
+
+
+STUDY_RECIPE_SEED = 0
+
+
+def build_study_weights(config: dict) -> StudyWeights:
+    """The empty :class:`StudyWeights` of the stored study, for :func:`mtl_course.store.load` to fill in."""
+    backbone = build_backbone(BACKBONE_RECIPE.config)
+    return StudyWeights(study_shapes(Phase2Study(**config), backbone, STUDY_RECIPE_SEED))
+
+
+STUDY_RECIPE = store.register(store.Recipe(
+    name=STUDY_MODEL_NAME, chapter=5, train=train_study_recipe, build=build_study_weights,
+    config=asdict(Phase2Study()), seed=STUDY_RECIPE_SEED, version=1,
+    description="phase 2 on Glyphs 20-way 1-shot tasks: SS, SS + HT and meta-learning every weight, five seeds"))

@@ -280,3 +280,48 @@ def test_validation_starts_before_meta_training_and_restores_the_best_state():
 def test_counts_quoted_in_chapter_5_for_the_papers_resnet12():
     counts = mt.touched_parameters(models.ResNet12(3, (64, 160, 320, 640)))
     assert counts == {"fine-tuning": 12_414_848, "SS (channel)": 9_472, "SS (pair)": 1_620_992}
+
+
+# ----------------------------------------------------------------------------- the stored study of phase 2
+
+
+def tiny_study(monkeypatch) -> mt.Phase2Study:
+    data = tiny_glyphs(num_classes=12, per_class=16)  # validation episodes take 15 queries per class
+    split = type("Split", (), {"train": list(range(8)), "val": list(range(8, 12)), "test": []})()
+    monkeypatch.setattr(mt, "_glyphs_and_split", lambda: (data, split))
+    monkeypatch.setattr(mt, "pretrained_backbone", lambda *args, **kwargs: tiny_backbone())
+    return mt.Phase2Study(n_way=3, q_queries=2, outer_steps=4, tasks_per_batch=2, inner_steps=2, seeds=2,
+                          eval_every=2, val_classes=4, val_episodes=3, meta_lrs=(1e-3, 1e-5))
+
+
+def test_the_study_stores_what_each_run_meta_learned_and_resumes_after_its_finished_runs(monkeypatch, tmp_path):
+    from mtl_course import runtime
+
+    c = tiny_study(monkeypatch)
+    checkpoint = runtime.Checkpoint(tmp_path / "study.pt", hold=True)
+    trained = mt.train_study_recipe(mt.asdict(c), seed=0, checkpoint=checkpoint)
+    runs = [mt.study_run_key(v, s) for s in (0, 1) for v in mt.STUDY_VARIANTS]
+    assert list(trained.extra["runs"]) == runs
+    assert trained.extra["runs"]["SS + HT 0"]["hard_batches"] > 0 == trained.extra["runs"]["SS 0"]["hard_batches"]
+    # every variant's rate is the one whose first-seed run validated best, and the other seeds use it
+    for v in mt.STUDY_VARIANTS:
+        tried = trained.extra["meta_lr_choice"][v]
+        assert f"{trained.extra['meta_lr'][v]:g}" == max(tried, key=tried.get)
+        assert trained.extra["runs"][f"{v} 1"]["meta_lr"] == trained.extra["meta_lr"][v]
+    # the runs' files make a second call train nothing and give the same weights and records
+    monkeypatch.setattr(mt, "study_run", lambda *args, **kwargs: pytest.fail("a finished run was trained again"))
+    again = mt.train_study_recipe(mt.asdict(c), seed=0, checkpoint=checkpoint)
+    assert again.extra == trained.extra and all(
+        torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), trained.model.state_dict().values()))
+    # a run's network is the backbone with that run's tensors: SS touches the scales, fine-tuning every weight
+    backbone = tiny_backbone()
+    ss, ft = (mt.study_model(trained.model, backbone, c.n_way, f"{v} 1") for v in ("SS", "fine-tune + meta"))
+    assert set(trained.model.tensors("SS 1")) == set(mt.ss_parameter_names(ss)) | {"head.weight", "head.bias"}
+    assert torch.equal(ss.head.weight, trained.model.tensors("SS 1")["head.weight"])
+    assert len(trained.model.tensors("fine-tune + meta 1")) == len(list(ft.parameters()))
+    empty = mt.StudyWeights(mt.study_shapes(c, backbone, 0))
+    empty.load_state_dict(trained.model.state_dict())  # what the store's build function makes, filled in
+    with pytest.raises(KeyError, match="no run"):
+        trained.model.tensors("SS 7")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        mt.study_run_key("HT", 0)
