@@ -593,23 +593,23 @@ def _glyphs_and_split():
     return data, split_classes(data, by="group", seed=0)
 
 
-def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, device: torch.device | None = None,
-                       checkpoint: runtime.Checkpoint | None = None, reverse: bool = False) -> store.Trained:
-    """The store's recipe for Chapter 5's study: :func:`study_run` for every variant and seed of :class:`Phase2Study`.
+def train_study(c: Phase2Study, backbone: nn.Module, data: LabelledSet, split, seed: int = 0,
+                device: torch.device | None = None, checkpoint: runtime.Checkpoint | None = None,
+                reverse: bool = False) -> store.Trained:
+    """Every run of the study: :func:`study_run` for every variant of :data:`STUDY_VARIANTS` and every seed.
 
     First every variant's meta learning rate is chosen (:class:`Phase2Study`),
-    then the other seeds are trained. Every run's validation curve, time and
-    HT record go into the manifest's extras, with the choice of rates; the
-    stored curve is the first run's. A stopped training resumes after the
-    last run it finished: each finished run is kept in a file of its own
-    beside ``checkpoint`` (:func:`mtl_course.store.cached`). A second process
-    with ``reverse=True`` and the same ``checkpoint`` trains the runs from the
-    other end, which halves the wall time on two cores.
+    then the other seeds are trained. The result holds what each run
+    meta-learned (:class:`StudyWeights`, for :func:`study_model`); its extras
+    hold every run's validation curve, time and HT record (``runs``) and the
+    choice of rates; its curve is the first run's (SS, the first rate). A
+    stopped training resumes after the last run it finished: each finished
+    run is kept in a file of its own beside ``checkpoint``
+    (:func:`mtl_course.store.cached`). A second process with ``reverse=True``
+    and the same ``checkpoint`` trains the runs from the other end, which
+    halves the wall time on two cores.
     """
-    c = Phase2Study(**{**config, "meta_lrs": tuple(config["meta_lrs"])})
     device = device or runtime.get_device()
-    data, split = _glyphs_and_split()
-    backbone = pretrained_backbone(data, split.train, PretrainConfig(), device)
     order = reversed if reverse else iter
 
     def run_once(variant: str, s: int, lr: float) -> dict:
@@ -624,16 +624,12 @@ def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, de
             return train_run()
         return store.cached(checkpoint.part(f"{study_run_key(variant, s)} lr {lr:g}").path, train_run)[0]
 
-    with runtime.num_threads_at_most(1):  # small convolutions: one thread is fastest
-        if max_steps is not None:
-            model, history = study_run(c, backbone, data, split, "SS", seed, c.meta_lrs[0], max_steps)
-            return store.Trained(model, {}, history.loss)
-        tuning = [(v, lr) for v in STUDY_VARIANTS for lr in c.meta_lrs]
-        tried = {(v, lr): run_once(v, seed, lr) for v, lr in order(tuning)}
-        choice = {v: max(c.meta_lrs, key=lambda lr: max(tried[v, lr]["record"]["val_acc"])) for v in STUDY_VARIANTS}
-        rest = [(v, s) for s in range(seed + 1, seed + c.seeds) for v in STUDY_VARIANTS]
-        done = {(v, seed): tried[v, choice[v]] for v in STUDY_VARIANTS}
-        done.update({(v, s): run_once(v, s, choice[v]) for v, s in order(rest)})
+    tuning = [(v, lr) for v in STUDY_VARIANTS for lr in c.meta_lrs]
+    tried = {(v, lr): run_once(v, seed, lr) for v, lr in order(tuning)}
+    choice = {v: max(c.meta_lrs, key=lambda lr: max(tried[v, lr]["record"]["val_acc"])) for v in STUDY_VARIANTS}
+    rest = [(v, s) for s in range(seed + 1, seed + c.seeds) for v in STUDY_VARIANTS]
+    done = {(v, seed): tried[v, choice[v]] for v in STUDY_VARIANTS}
+    done.update({(v, s): run_once(v, s, choice[v]) for v, s in order(rest)})
     weights = StudyWeights(study_shapes(c, backbone, seed)).to(device)
     runs = {}
     with torch.no_grad():
@@ -651,7 +647,26 @@ def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, de
                                 for v in STUDY_VARIANTS},
              "run_seconds": sum(r["record"]["seconds"] for r in tried.values())
              + sum(r["record"]["seconds"] for (_, s), r in done.items() if s != seed)}
-    return store.Trained(weights.eval(), metrics, done["SS", seed]["record"]["loss"], extra)
+    first_run = tried["SS", c.meta_lrs[0]]  # the run that the recipe's max_steps call starts again
+    return store.Trained(weights.eval(), metrics, first_run["record"]["loss"], extra)
+
+
+def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, device: torch.device | None = None,
+                       checkpoint: runtime.Checkpoint | None = None, reverse: bool = False) -> store.Trained:
+    """The store's recipe for Chapter 5's study: :func:`train_study` on Glyphs from the stored backbone.
+
+    With ``max_steps`` it trains only the first ``max_steps`` outer steps of
+    the study's first run (the provenance check of the store's tests).
+    """
+    c = Phase2Study(**{**config, "meta_lrs": tuple(config["meta_lrs"])})
+    device = device or runtime.get_device()
+    data, split = _glyphs_and_split()
+    backbone = pretrained_backbone(data, split.train, PretrainConfig(), device)
+    with runtime.num_threads_at_most(1):  # small convolutions: one thread is fastest
+        if max_steps is not None:
+            model, history = study_run(c, backbone, data, split, "SS", seed, c.meta_lrs[0], max_steps)
+            return store.Trained(model, {}, history.loss)
+        return train_study(c, backbone, data, split, seed, device, checkpoint, reverse)
 
 
 STUDY_RECIPE_SEED = 0
