@@ -509,6 +509,9 @@ class Phase2Study:
     val_classes: int | None = 60  # None: every validation class
     val_episodes: int = 100
 
+    def __post_init__(self) -> None:  # a config read back from JSON gives the rates as a list
+        object.__setattr__(self, "meta_lrs", tuple(self.meta_lrs))
+
 
 def study_run_key(variant: str, seed: int) -> str:
     """The name of one run of the study, e.g. ``"SS + HT 3"``."""
@@ -658,7 +661,7 @@ def train_study_recipe(config: dict, seed: int, max_steps: int | None = None, de
     With ``max_steps`` it trains only the first ``max_steps`` outer steps of
     the study's first run (the provenance check of the store's tests).
     """
-    c = Phase2Study(**{**config, "meta_lrs": tuple(config["meta_lrs"])})
+    c = Phase2Study(**config)
     device = device or runtime.get_device()
     data, split = _glyphs_and_split()
     backbone = pretrained_backbone(data, split.train, PretrainConfig(), device)
