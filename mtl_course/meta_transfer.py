@@ -606,33 +606,30 @@ def train_study(c: Phase2Study, backbone: nn.Module, data: LabelledSet, split, s
     meta-learned (:class:`StudyWeights`, for :func:`study_model`); its extras
     hold every run's validation curve, time and HT record (``runs``) and the
     choice of rates; its curve is the first run's (SS, the first rate). A
-    stopped training resumes after the last run it finished: each finished
-    run is kept in a file of its own beside ``checkpoint``
-    (:func:`mtl_course.store.cached`). A second process with ``reverse=True``
-    and the same ``checkpoint`` trains the runs from the other end, which
-    halves the wall time on two cores.
+    stopped training resumes after the last run it finished, and a second
+    process with ``reverse=True`` trains the runs from the other end
+    (:func:`mtl_course.store.cached_runs`).
     """
     device = device or runtime.get_device()
-    order = reversed if reverse else iter
 
-    def run_once(variant: str, s: int, lr: float) -> dict:
-        def train_run() -> dict:
-            started = time.perf_counter()
-            model, history = study_run(c, backbone, data, split, variant, s, lr)
-            return {"tensors": {k: v.detach().cpu() for k, v in _meta_learned(model).items()},
-                    "record": {**study_record(history), "loss": history.loss, "meta_lr": lr,
-                               "seconds": time.perf_counter() - started}}
+    def train_run(variant: str, s: int, lr: float) -> dict:
+        started = time.perf_counter()
+        model, history = study_run(c, backbone, data, split, variant, s, lr)
+        return {"tensors": {k: v.detach().cpu() for k, v in _meta_learned(model).items()},
+                "record": {**study_record(history), "loss": history.loss, "meta_lr": lr,
+                           "seconds": time.perf_counter() - started}}
 
-        if checkpoint is None:
-            return train_run()
-        return store.cached(checkpoint.part(f"{study_run_key(variant, s)} lr {lr:g}").path, train_run)[0]
+    def runs_of(jobs: list[tuple[str, int, float]]) -> dict[tuple[str, int, float], dict]:
+        keys = {f"{study_run_key(v, s)} lr {lr:g}": (v, s, lr) for v, s, lr in jobs}
+        done = store.cached_runs(list(keys), lambda key: train_run(*keys[key]), checkpoint, reverse)
+        return {keys[key]: result for key, result in done.items()}
 
-    tuning = [(v, lr) for v in STUDY_VARIANTS for lr in c.meta_lrs]
-    tried = {(v, lr): run_once(v, seed, lr) for v, lr in order(tuning)}
+    tried = {(v, lr): r for (v, _, lr), r in runs_of([(v, seed, lr) for v in STUDY_VARIANTS
+                                                       for lr in c.meta_lrs]).items()}
     choice = {v: max(c.meta_lrs, key=lambda lr: max(tried[v, lr]["record"]["val_acc"])) for v in STUDY_VARIANTS}
-    rest = [(v, s) for s in range(seed + 1, seed + c.seeds) for v in STUDY_VARIANTS]
     done = {(v, seed): tried[v, choice[v]] for v in STUDY_VARIANTS}
-    done.update({(v, s): run_once(v, s, choice[v]) for v, s in order(rest)})
+    rest = [(v, s, choice[v]) for s in range(seed + 1, seed + c.seeds) for v in STUDY_VARIANTS]
+    done.update({(v, s): r for (v, s, _), r in runs_of(rest).items()})
     weights = StudyWeights(study_shapes(c, backbone, seed)).to(device)
     runs = {}
     with torch.no_grad():

@@ -444,6 +444,27 @@ def cached(path: Path, train: Callable[[], dict], valid: Callable[[dict], bool] 
     return checkpoint, False
 
 
+def cached_runs(keys: list[str], train_one: Callable[[str], dict], checkpoint: runtime.Checkpoint | None = None,
+                reverse: bool = False) -> dict[str, dict]:
+    """``train_one(key)`` for every key of a recipe made of several runs, each run kept once it is done.
+
+    With ``checkpoint``, a finished run is written to its own part file
+    (:meth:`mtl_course.runtime.Checkpoint.part`) and read back instead of
+    trained again, so a stopped training resumes after its last finished run.
+    ``reverse=True`` takes the keys from the other end: a second process with
+    the same ``checkpoint`` then trains the runs the first has not reached,
+    which halves the wall time on two cores. Returns the runs by key, in
+    the order of ``keys``.
+    """
+    def run(key: str) -> dict:
+        if checkpoint is None:
+            return train_one(key)
+        return cached(checkpoint.part(key).path, lambda: train_one(key))[0]
+
+    done = {key: run(key) for key in (reversed(keys) if reverse else keys)}
+    return {key: done[key] for key in keys}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
