@@ -425,3 +425,97 @@ def test_single_task_fine_tuning_moves_the_encoder_and_cached_features_match_raw
     cached_episodes = TaskEpisodes(cached, "angle", n_way=3, k_shot=2, q_queries=2, seed=1).episodes(4)
     again = m3tl.single_task_test(on_cache, cached_episodes, inner_lr=0.05, inner_steps=5)
     assert again.values == pytest.approx(probe.values, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# M3TL against its reductions (m3tl.reductions)
+# --------------------------------------------------------------------------------------
+
+
+def test_cached_representation_gives_the_same_outputs_and_meta_test_scores():
+    net, data = _full_net()
+    net.eval()
+    reads, z = m3tl.cache_representation(net, data)
+    assert z.modality_shapes == {"representation": (net.embed_dim,)}
+    a, b = net(data.packed()), reads(z.packed())
+    for t in a:
+        assert torch.allclose(a[t], b[t], atol=1e-5)
+    episodes = {d: TaskEpisodes(x, "angle", n_way=3, k_shot=2, q_queries=3, seed=4).episodes(5)
+                for d, x in (("raw", data), ("cached", z))}
+    raw = m3tl.meta_test(net, "angle", episodes["raw"], parts="head", inner_lr=0.1, inner_steps=3)
+    cached = m3tl.meta_test(reads, "angle", episodes["cached"], parts="head", inner_lr=0.1, inner_steps=3)
+    assert torch.allclose(torch.as_tensor(raw.values), torch.as_tensor(cached.values), atol=1e-5)
+
+
+def test_meta_test_of_the_head_alone_embeds_once_with_the_same_scores():
+    net, data = _full_net()
+    episodes = TaskEpisodes(data, "character", n_way=3, k_shot=2, q_queries=3, seed=5).episodes(6)
+    head = m3tl.meta_test(net, "character", episodes, parts="head", inner_lr=0.5, inner_steps=3, metric=None)
+    view = net.task_net("character")
+    inner = meta.InnerLoop(0.5, 3, adapt_keys=view.keys("head"))  # every inner step through the whole network
+    whole = meta.evaluate_episodes(view, episodes, inner=inner, metric=None)
+    assert torch.allclose(torch.as_tensor(head.values), torch.as_tensor(whole.values), atol=1e-5)
+
+
+def test_put_head_gives_every_reduction_a_zero_head_for_a_new_task():
+    from mtl_course.m3tl import reductions
+
+    net, data = _full_net()
+    mtl = m3tl.build(m3tl.reduce(net.config, "mtl"), seed=0)
+    with pytest.raises(ValueError, match="adds no unseen tasks"):
+        mtl.add_task(m3tl.task("zoom", "regression"))
+    view = reductions.put_head(mtl, m3tl.task("zoom", "regression"))
+    assert torch.count_nonzero(view(data.packed())) == 0  # a zero head predicts zero
+    reductions.put_head(mtl, m3tl.task("character", "classification", 3))  # replaces the 4-way head
+    assert mtl(data.packed())["character"].shape == (len(data), 3)
+
+
+def test_reduction_study_builds_each_variant_from_the_chapters_network():
+    from mtl_course.m3tl import reductions
+
+    c = reductions.ReductionStudy()
+    shapes = {"image": (1, 28, 28), "profile": (56,)}
+    image = models.Conv4(1, 32, None, image_size=28)
+    nets = {v: reductions.variant_network(v, c, shapes, image, 7, seed=0) for v in reductions.VARIANTS}
+    assert nets["M3TL"].config.reduction == "m3tl" and nets["M3TL"].config.encoders["image"].mode == "frozen"
+    assert nets["MTL"].config.encoders["image"].mode == "scratch" and not nets["MTL"].config.meta
+    assert nets["MTL"].specs["character"].out == 7  # every training character
+    assert nets["meta (image)"].modalities == ["image"] and nets["meta (profile)"].modalities == ["profile"]
+    assert all(nets[v].config.meta and not nets[v].config.backbone for v in ("meta (image)", "meta (profile)"))
+    with pytest.raises(ValueError, match="at most M3TL's"):
+        reductions.ReductionStudy(outer_steps=100, mtl_steps=(50, 200))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        reductions.run_key("STL", 0)
+
+
+def test_reduction_study_trains_every_network_keeps_it_and_tests_it_with_new_heads(monkeypatch, tmp_path):
+    from dataclasses import asdict
+
+    from mtl_course import runtime
+    from mtl_course.data import load_glyphs
+    from mtl_course.m3tl import reductions, stored
+
+    c = reductions.ReductionStudy(outer_steps=4, mtl_steps=(2, 4), seeds=2, val_episodes=3, eval_every=2)
+    checkpoint = runtime.Checkpoint(tmp_path / "reductions.pt", hold=True)
+    trained = reductions.train_reductions_recipe(asdict(c), 0, device=torch.device("cpu"), checkpoint=checkpoint)
+    runs = trained.extra["runs"]
+    assert list(runs) == [reductions.run_key(v, s) for s in (0, 1) for v in reductions.VARIANTS]
+    assert runs["MTL 0"]["steps"] in c.mtl_steps and set(runs["MTL 0"]["val_loss_by_steps"]) == {"2", "4"}
+    assert runs["MTL 0"]["val_loss"] == min(runs["MTL 0"]["val_loss_by_steps"].values())
+    # what the store's build function makes holds every network; a second call trains nothing
+    empty = reductions.build_reduction_networks(asdict(c))
+    empty.load_state_dict(trained.model.state_dict())
+    retrained = lambda *a, **k: pytest.fail("a finished network was trained again")  # noqa: E731
+    monkeypatch.setattr(reductions, "train_variant", retrained)
+    again = reductions.train_reductions_recipe(asdict(c), 0, device=torch.device("cpu"), checkpoint=checkpoint)
+    assert again.extra["runs"] == runs
+    # every network is tested with the same new heads, step sizes chosen on validation
+    glyphs = load_glyphs(seed=0)
+    test, val = (stored.chapter_data(glyphs, part, 4, 10) for part in ("test", "val"))
+    new = [m3tl.task("ink", "regression")]
+    for v in reductions.VARIANTS:
+        scores = reductions.meta_test_heads(trained.model.network(f"{v} 1"), new, ["character", "ink"], test, val,
+                                            num_episodes=4, num_val_episodes=3)
+        assert 0 <= scores["character"][0].mean <= 1 and scores["ink"][0].mean > 0
+        assert scores["ink"][1] in [f * stored.INNER_LR["regression"] for f in reductions.LR_FACTORS]
+    assert "ink" not in trained.model.network("MTL 1").heads  # the heads were put on a copy

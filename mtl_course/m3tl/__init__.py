@@ -19,13 +19,15 @@ reduction          what is switched off                    trained by
 
 * :mod:`.config` -- :class:`EncoderSpec`, :class:`M3TLConfig`, :func:`reduce`, :func:`with_modalities`;
 * :mod:`.network` -- :func:`build`, :class:`M3TLNet`, its one-task view :class:`TaskNet`,
-  :func:`cache_frozen_features`;
+  :func:`cache_frozen_features`, :func:`cache_representation`;
 * :mod:`.train` -- :func:`fit_joint`, :func:`fit_task`, :func:`transfer_to_target` (Fig. 7),
   :func:`meta_train`, :func:`meta_test`, :func:`adaptation_updates`, :func:`pairwise_cosine`;
 * :mod:`.baseline` -- :class:`PretrainedSingleTask`, :func:`cache_lower_blocks` and :func:`single_task_test`, the pre-trained
   single-task baseline (linear probe or fine-tuning) that M3TL's new tasks are compared with;
 * :mod:`.figure` -- :func:`plot_architecture`;
-* :mod:`.stored` -- Chapter 8's stored network (:data:`M3TL_MODEL_NAME`) and its recipe.
+* :mod:`.stored` -- Chapter 8's stored network (:data:`M3TL_MODEL_NAME`) and its recipe;
+* :mod:`.reductions` -- M3TL against its reductions, trained on the same source tasks over five seeds
+  (:func:`~.reductions.put_head`, :func:`~.reductions.meta_test_heads`), and its stored study.
 """
 from .config import (
     ENCODER_ARCHS,
@@ -41,7 +43,8 @@ from .config import (
 )
 from .baseline import PretrainedSingleTask, TopBlocks, cache_lower_blocks, single_task_test
 from .figure import plot_architecture
-from .network import PARTS, FeatureInput, M3TLNet, TaskNet, build, cache_frozen_features, make_encoder, make_task_head
+from .network import (PARTS, FeatureInput, M3TLNet, TaskNet, build, cache_frozen_features, cache_representation,
+                      make_encoder, make_task_head)
 from .train import (
     adaptation_updates,
     fit_joint,
@@ -64,7 +67,8 @@ from .train import (
 __all__ = [
     "ENCODER_ARCHS", "ENCODER_MODES", "EncoderSpec", "FeatureInput", "M3TLConfig", "M3TLNet", "PARTS", "PretrainedSingleTask",
     "REDUCTIONS", "TopBlocks", "cache_lower_blocks",
-    "SWITCHED_OFF", "SWITCHES", "TaskNet", "adaptation_updates", "build", "cache_frozen_features", "fit_joint",
+    "SWITCHED_OFF", "SWITCHES", "TaskNet", "adaptation_updates", "build", "cache_frozen_features",
+    "cache_representation", "fit_joint",
     "fit_task", "make_encoder", "make_task_head", "mean_absolute_error", "meta_test", "meta_train", "multitask_set", "part_rates",
     "pairwise_cosine", "part_names", "plot_architecture", "reduce", "relative_update_size", "single_task_test",
     "summarise", "task",

@@ -285,3 +285,26 @@ def cache_frozen_features(net: M3TLNet, data: MultiModalSet) -> tuple[M3TLNet, M
     cached = M3TLNet(net.config, encoders, net.fusion, net.backbone, net.heads, shapes, net.embed_dim, net.specs)
     return cached, MultiModalSet(inputs, dict(data.targets), dict(data.kinds), data.classes, data.alphabets,
                                  data.drawings, list(data.class_names), list(data.alphabet_names), dict(data.info))
+
+
+def cache_representation(net: M3TLNet, data: MultiModalSet, batch_size: int = 512) -> tuple[M3TLNet, MultiModalSet]:
+    """Run the shared layers once; return a network of ``net``'s heads that reads their output, and the data.
+
+    For meta-testing with the shared layers fixed (only the heads adapt): the
+    returned network shares the heads with ``net`` and gives the same outputs
+    on the cached data as ``net`` (in eval mode) on the raw data, at the cost
+    of one forward pass of the encoders, fusion and backbone per example
+    instead of one per episode and inner step.
+    """
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    x = data.packed(net.modalities)
+    with torch.no_grad():
+        z = torch.cat([net.embed(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    net.train(was_training)
+    reads = M3TLNet(net.config, nn.ModuleDict({"representation": FeatureInput(net.embed_dim)}), nn.Identity(),
+                    nn.Identity(), net.heads, {"representation": (net.embed_dim,)}, net.embed_dim, net.specs)
+    return reads, MultiModalSet({"representation": z}, dict(data.targets), dict(data.kinds), data.classes,
+                                data.alphabets, data.drawings, list(data.class_names), list(data.alphabet_names),
+                                dict(data.info))

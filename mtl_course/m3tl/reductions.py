@@ -25,20 +25,23 @@ validation episodes with the heads adapted as at meta-test
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import meta, runtime, store, transfer
-from ..data import MultiModalSet, load_glyphs
+from ..data import MultiModalSet, TaskEpisodes, load_glyphs
+from ..metrics import EpisodeScores
 from ..multitask.data import TaskSpec
 from .config import reduce, task, with_modalities
-from .network import M3TLNet, TaskNet, build, cache_frozen_features, make_task_head
+from .network import M3TLNet, TaskNet, build, cache_frozen_features, cache_representation, make_task_head
 from .stored import (SHOTS, SOURCE_TASKS, M3TLRecipe, chapter_data, chapter_network, inner_lr_of, meta_train_chapter,
                      validation_episodes)
 from .train import fit_joint, meta_test
@@ -98,10 +101,29 @@ def variant_network(variant: str, c: ReductionStudy, shapes: dict, image_encoder
     return net
 
 
-def validation_loss(net: M3TLNet, episodes: dict, inner_steps: int) -> float:
-    """The study's model selection: summed query loss of the source tasks, heads adapted as in meta-training."""
-    return sum(meta_test(net, t, episodes[t], parts="head", inner_lr=inner_lr_of(net, t), inner_steps=inner_steps,
-                         metric=None).mean for t in SOURCE_TASKS)
+LR_FACTORS = (1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0)
+"""Step sizes a network's heads may adapt with, as multiples of the head kind's (:data:`.stored.INNER_LR`).
+
+M3TL and the meta-learners were meta-trained with factor 1; a network trained
+otherwise may have a representation of another scale, on which those steps
+diverge, so the study lets each network choose on validation.
+"""
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else np.inf  # a step size that diverges loses
+
+
+def validation_loss(net: M3TLNet, episodes: dict, inner_steps: int, factors: Sequence[float] = (1.0,)) -> float:
+    """The study's model selection: summed query loss of the source tasks, the heads adapted as at meta-test.
+
+    Each task's loss is that of its best step size among ``factors`` times
+    the head kind's; meta-training validates with factor 1, the step size it
+    trains with.
+    """
+    return sum(min(_finite(meta_test(net, t, episodes[t], parts="head", inner_lr=f * inner_lr_of(net, t),
+                                     inner_steps=inner_steps, metric=None).mean) for f in factors)
+               for t in SOURCE_TASKS)
 
 
 def _train_mtl(c: ReductionStudy, make, train: MultiModalSet, val: MultiModalSet, seed: int,
@@ -115,11 +137,13 @@ def _train_mtl(c: ReductionStudy, make, train: MultiModalSet, val: MultiModalSet
         put_head(net, five_way)  # its many-way head cannot serve 5-way episodes: a new one, as at meta-test
         if max_steps is not None:
             return net, {}, history.step_loss
-        tried[steps] = validation_loss(net, validation_episodes(net, val, c.val_episodes), c.inner_steps)
+        episodes = validation_episodes(net, val, c.val_episodes)
+        tried[steps] = validation_loss(net, episodes, c.inner_steps, LR_FACTORS)
         if best is None or tried[steps] < tried[best[0]]:
             best = (steps, net, history.step_loss)
     steps, net, losses = best
-    return net, {"val_loss": tried[steps], "steps": steps, "val_loss_by_steps": {str(k): v for k, v in tried.items()}}, losses
+    record = {"val_loss": tried[steps], "steps": steps, "val_loss_by_steps": {str(k): v for k, v in tried.items()}}
+    return net, record, losses
 
 
 def train_variant(c: ReductionStudy, variant: str, seed: int, train: MultiModalSet, val: MultiModalSet,
@@ -127,7 +151,8 @@ def train_variant(c: ReductionStudy, variant: str, seed: int, train: MultiModalS
                   max_steps: int | None = None) -> tuple[M3TLNet, dict, list[float]]:
     """One network of the study, trained and selected on validation: ``(network, record, step losses)``."""
     def make() -> M3TLNet:
-        return variant_network(variant, c, train.modality_shapes, image_encoder, len(train.class_names), seed).to(device)
+        net = variant_network(variant, c, train.modality_shapes, image_encoder, len(train.class_names), seed)
+        return net.to(device)
 
     if variant == "MTL":
         return _train_mtl(c, make, train, val, seed, max_steps)
@@ -140,6 +165,53 @@ def train_variant(c: ReductionStudy, variant: str, seed: int, train: MultiModalS
     history = meta_train_chapter(learner, train_x, c, steps, seed, episodes)
     record = {} if max_steps is not None else {"val_loss": min(history.val_metric), "steps": history.best_step}
     return net, record, history.loss
+
+
+def meta_test_heads(net: M3TLNet, new_tasks: Sequence[TaskSpec], tasks: Sequence[str], test: MultiModalSet,
+                    val: MultiModalSet, *, num_episodes: int = 600, num_val_episodes: int = 300,
+                    inner_steps: int = 10, seed: int = 10,
+                    val_seed: int = 20) -> dict[str, tuple[EpisodeScores, float]]:
+    """Meta-test ``net`` with its shared layers fixed: each task's head adapts alone on every support set.
+
+    ``new_tasks`` get zero-initialised heads (:func:`put_head`, on a copy of
+    ``net``). For each task of ``tasks`` the step size is chosen from
+    :data:`LR_FACTORS` times the head kind's step size on ``num_val_episodes``
+    episodes of ``val`` (seed ``val_seed + i``); the test episodes of ``test``
+    have seed ``seed + i``, Chapter 8's. The shared representation is computed
+    once (:func:`.cache_representation`). Returns each task's scores and the
+    step size chosen.
+    """
+    net = copy.deepcopy(net)
+    for spec in new_tasks:
+        put_head(net, spec)
+    reads, test_z = cache_representation(net, test)
+    _, val_z = cache_representation(net, val)
+    out = {}
+    for i, t in enumerate(tasks):
+        ways, shots = SHOTS[t]
+
+        def score(data: MultiModalSet, s: int, n: int, lr: float) -> EpisodeScores:
+            episodes = TaskEpisodes(data, t, n_way=ways, k_shot=shots, q_queries=5, seed=s).episodes(n)
+            return meta_test(reads, t, episodes, parts="head", inner_lr=lr, inner_steps=inner_steps)
+
+        sign = 1.0 if reads.specs[t].kind == "classification" else -1.0  # higher is better after `sign`
+
+        def on_val(lr: float) -> float:
+            return -_finite(-sign * score(val_z, val_seed + i, num_val_episodes, lr).mean)
+
+        lr = max((f * inner_lr_of(reads, t) for f in LR_FACTORS), key=on_val)
+        out[t] = (score(test_z, seed + i, num_episodes, lr), lr)
+    return out
+
+
+def as_kept(net: M3TLNet) -> M3TLNet:
+    """The network as the study keeps it: without the upright head, which meta-test never uses.
+
+    The dense head reconstructs a whole drawing and holds nine-tenths of a
+    network's weights; the character head stays (meta-test adapts it).
+    """
+    del net.heads["upright"], net.specs["upright"]
+    return net
 
 
 class ReductionNetworks(nn.Module):
@@ -171,7 +243,7 @@ def _empty_network(variant: str, c: ReductionStudy, seed: int) -> M3TLNet:
     net = variant_network(variant, c, shapes, _image_encoder(), SHOTS["character"][0], seed)
     if variant == "MTL":
         put_head(net, task("character", "classification", SHOTS["character"][0]))
-    return net
+    return as_kept(net)
 
 
 def build_reduction_networks(config: dict) -> ReductionNetworks:
@@ -203,7 +275,7 @@ def train_reductions_recipe(config: dict, seed: int, max_steps: int | None = Non
             variant, s = key.rsplit(" ", 1)
             started = time.perf_counter()
             net, record, losses = train_variant(c, variant, int(s), train, val, encoder, device)
-            return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            return {"state": {k: v.detach().cpu() for k, v in as_kept(net).state_dict().items()},
                     "record": {**record, "loss": losses, "seconds": time.perf_counter() - started}}
 
         keys = [run_key(v, s) for s in range(seed, seed + c.seeds) for v in VARIANTS]

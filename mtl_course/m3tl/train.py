@@ -251,7 +251,8 @@ def meta_test(net: M3TLNet, task: str, episodes: Sequence[Episode], *, parts: st
     if not keys:
         raise ValueError(f"parts {parts!r} of task {task!r} have no trainable parameters to adapt")
     rates = part_rates(view, keys, inner_lr, shared_lr_factor) if shared_lr_factor != 1.0 else None
-    inner = meta.InnerLoop(inner_lr, inner_steps, adapt_keys=keys, per_param_lr=rates)
+    head_only = rates is None and all(k.startswith("head.") for k in keys)  # then each episode is embedded once
+    inner = meta.InnerLoop(inner_lr, inner_steps, adapt_keys=keys, per_param_lr=rates, embed_once=head_only)
     return meta.evaluate_episodes(view, episodes, inner=inner, loss_fn=task_loss(kind), metric=metric,
                                   backend=backend, chunk_size=chunk_size)
 
