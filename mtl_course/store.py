@@ -50,7 +50,8 @@ MANIFEST_NAME = "manifest.json"
 EARLY_STEPS = 20  # step losses kept exactly, for the provenance test
 CURVE_POINTS = 100  # the rest of the curve, subsampled to about this many points
 RECIPE_MODULES = ("mtl_course.transfer", "mtl_course.multitask.stored", "mtl_course.few_shot", "mtl_course.meta_transfer",
-                  "mtl_course.m3tl.stored", "mtl_course.m3tl.reductions")  # where the recipes are registered
+                  "mtl_course.m3tl.stored", "mtl_course.m3tl.reductions",
+                  "mtl_course.m3tl.protonet")  # where the recipes are registered
 
 
 class StoreError(RuntimeError):
