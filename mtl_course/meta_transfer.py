@@ -520,11 +520,6 @@ def study_run_key(variant: str, seed: int) -> str:
     return f"{variant} {seed}"
 
 
-def _slug(text: str) -> str:
-    """``"SS + HT 3"`` -> ``"ss_ht_3"``: a name that modules, files and metric keys accept."""
-    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
-
-
 def _meta_learned(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p for k, p in model.named_parameters() if p.requires_grad}
 
@@ -540,16 +535,16 @@ class StudyWeights(nn.Module):
     def __init__(self, shapes: dict[str, dict[str, tuple[int, ...]]]) -> None:
         super().__init__()
         self.names = {run: list(tensors) for run, tensors in shapes.items()}
-        self.runs = nn.ModuleDict({_slug(run): nn.ParameterDict(
-            {_slug(k): nn.Parameter(torch.zeros(shape), requires_grad=False) for k, shape in tensors.items()})
+        self.runs = nn.ModuleDict({store.slug(run): nn.ParameterDict(
+            {store.slug(k): nn.Parameter(torch.zeros(shape), requires_grad=False) for k, shape in tensors.items()})
             for run, tensors in shapes.items()})
 
     def tensors(self, run: str) -> dict[str, torch.Tensor]:
         """The meta-learned tensors of ``run`` (a :func:`study_run_key`), keyed like the model's parameters."""
         if run not in self.names:
             raise KeyError(f"no run {run!r} in the study; it has {list(self.names)}")
-        stored = self.runs[_slug(run)]
-        return {k: stored[_slug(k)] for k in self.names[run]}
+        stored = self.runs[store.slug(run)]
+        return {k: stored[store.slug(k)] for k in self.names[run]}
 
 
 def study_shapes(c: Phase2Study, backbone: nn.Module, seed: int) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -639,7 +634,7 @@ def train_study(c: Phase2Study, backbone: nn.Module, data: LabelledSet, split, s
             for key, value in weights.tensors(run).items():
                 value.copy_(result["tensors"][key])
             runs[run] = {k: v for k, v in result["record"].items() if k != "loss"}
-    metrics = {f"val_acc_{_slug(v)}": float(np.mean([max(runs[study_run_key(v, s)]["val_acc"])
+    metrics = {f"val_acc_{store.slug(v)}": float(np.mean([max(runs[study_run_key(v, s)]["val_acc"])
                                                      for s in range(seed, seed + c.seeds)]))
                for v in STUDY_VARIANTS}
     extra = {"runs": runs, "meta_lr": choice,

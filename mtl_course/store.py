@@ -445,6 +445,15 @@ def cached(path: Path, train: Callable[[], dict], valid: Callable[[dict], bool] 
     return checkpoint, False
 
 
+def slug(text: str) -> str:
+    """``"SS + HT 3"`` -> ``"ss_ht_3"``: a run's name as modules, files and metric keys accept it.
+
+    >>> slug("meta (image) 3")
+    'meta_image_3'
+    """
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
 def cached_runs(keys: list[str], train_one: Callable[[str], dict], checkpoint: runtime.Checkpoint | None = None,
                 reverse: bool = False) -> dict[str, dict]:
     """``train_one(key)`` for every key of a recipe made of several runs, each run kept once it is done.

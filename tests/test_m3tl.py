@@ -519,3 +519,60 @@ def test_reduction_study_trains_every_network_keeps_it_and_tests_it_with_new_hea
         assert 0 <= scores["character"][0].mean <= 1 and scores["ink"][0].mean > 0
         assert scores["ink"][1] in [f * stored.INNER_LR["regression"] for f in reductions.LR_FACTORS]
     assert "ink" not in trained.model.network("MTL 1").heads  # the heads were put on a copy
+
+
+# --------------------------------------------------------------------------------------
+# Chapter 4's ProtoNet on Chapter 8's data (m3tl.protonet)
+# --------------------------------------------------------------------------------------
+
+
+def test_protonet_of_chapter_8_embeds_with_the_mtl_reductions_layers():
+    from mtl_course.m3tl import protonet, reductions
+
+    c = protonet.ProtoNetStudy()
+    shapes = {"image": (1, 28, 28), "profile": (56,)}
+    net = protonet.protonet_network(c, shapes, models.Conv4(1, 32, None, image_size=28), seed=0)
+    mtl = reductions.variant_network("MTL", c, shapes, models.Conv4(1, 32, None, image_size=28), 5, seed=0)
+    assert {m: s.mode for m, s in net.config.encoders.items()} == {"image": "scratch", "profile": "scratch"}
+    assert net.config.fusion is not None and net.config.backbone is not None
+    assert net.specs["character"].out == 5 and not net.config.meta
+    x = torch.rand(3, 28 * 28 + 56)
+    assert torch.equal(protonet.Embedding(net)(x), net.embed(x)) and torch.equal(net.embed(x), mtl.embed(x))
+    assert c.train_way * (1 + 5) * c.train_episodes == 2 * c.meta_batch * 5 * (1 + 5)  # M3TL's examples per step
+    with pytest.raises(ValueError, match="at least the test's 5 ways"):
+        protonet.ProtoNetStudy(train_way=3)
+
+
+def test_protonet_study_trains_keeps_each_network_and_classifies_by_the_nearest_prototype(tmp_path):
+    from dataclasses import asdict
+
+    from mtl_course import runtime
+    from mtl_course.data import load_glyphs
+    from mtl_course.m3tl import protonet, reductions, stored
+
+    c = protonet.ProtoNetStudy(outer_steps=4, seeds=2, val_episodes=3, eval_every=2, train_way=5, train_episodes=2)
+    checkpoint = runtime.Checkpoint(tmp_path / "protonet.pt", hold=True)
+    trained = protonet.train_protonet_recipe(asdict(c), 0, device=torch.device("cpu"), checkpoint=checkpoint)
+    runs = trained.extra["runs"]
+    assert list(runs) == ["ProtoNet 0", "ProtoNet 1"] and runs["ProtoNet 0"]["steps"] in (2, 4)
+    untrained = protonet.protonet_network(c, {"image": (1, 28, 28), "profile": (56,)},
+                                          stored.untrained_image_encoder(), seed=1)
+    net = trained.model.network("ProtoNet 1")
+    changed = [k for k, v in net.encoders.state_dict().items() if not torch.equal(v, untrained.encoders.state_dict()[k])]
+    assert changed, "meta-training moved no encoder weight"
+    empty = protonet.build_protonet_networks(asdict(c))
+    empty.load_state_dict(trained.model.state_dict())
+    # nearest prototype, computed here from the network's own embedding of the raw episodes
+    glyphs = load_glyphs(seed=0)
+    test, val = (stored.chapter_data(glyphs, part, 4, 10) for part in ("test", "val"))
+    scores = reductions.meta_test_heads(net, [m3tl.task("ink", "regression")], ["character", "ink"], test, val,
+                                        num_episodes=4, num_val_episodes=3, prototypes=True)
+    raw = TaskEpisodes(test, "character", n_way=5, k_shot=1, q_queries=5, modalities=net.modalities,
+                       seed=10).episodes(4)
+    net.eval()
+    with torch.no_grad():
+        expected = [float((torch.cdist(net.embed(e.query_X), net.embed(e.support_X)).argmin(1) == e.query_y)
+                          .float().mean()) for e in raw]  # 1-shot: the support embeddings are the prototypes
+    assert scores["character"][0].values == pytest.approx(expected) and scores["character"][1] is None
+    assert scores["ink"][0].mean > 0 and scores["ink"][1] in [f * stored.INNER_LR["regression"]
+                                                              for f in reductions.LR_FACTORS]

@@ -27,15 +27,15 @@ from .. import meta, runtime, store, transfer
 from ..data import MultiModalSet, TaskEpisodes, load_glyphs
 from .config import task
 from .network import M3TLNet
-from .reductions import ReductionNetworks, ReductionStudy, as_kept, put_head, variant_network, _image_encoder
-from .stored import SHOTS, chapter_data
+from .reductions import ReductionNetworks, as_kept, put_head, variant_network
+from .stored import SHOTS, M3TLRecipe, chapter_data, untrained_image_encoder
 
 PROTONET_MODEL_NAME = "glyphs-m3tl-protonet"
 
 
 @dataclass(frozen=True)
-class ProtoNetStudy(ReductionStudy):
-    """Chapter 8's M3TL recipe and seeds (:class:`.reductions.ReductionStudy`), and ProtoNet's episodes.
+class ProtoNetStudy(M3TLRecipe):
+    """Chapter 8's M3TL recipe (:class:`.stored.M3TLRecipe`), the seeds, and ProtoNet's episodes.
 
     Chapter 4 trains ProtoNet on 20-way episodes (more ways than at test, as
     Snell et al. advise). Five 20-way 1-shot episodes with 5 queries hold 600
@@ -43,11 +43,11 @@ class ProtoNetStudy(ReductionStudy):
     for each of its two source tasks).
     """
 
+    seeds: int = 5
     train_way: int = 20
     train_episodes: int = 5
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.train_way < SHOTS["character"][0]:
             raise ValueError(f"ProtoNet trains on at least the test's {SHOTS['character'][0]} ways, "
                              f"got train_way={self.train_way}")
@@ -102,7 +102,7 @@ def train_protonet(c: ProtoNetStudy, seed: int, train: MultiModalSet, val: Multi
 
 
 def _empty_network(c: ProtoNetStudy, seed: int) -> M3TLNet:
-    return as_kept(protonet_network(c, {"image": (1, 28, 28), "profile": (56,)}, _image_encoder(), seed))
+    return as_kept(protonet_network(c, {"image": (1, 28, 28), "profile": (56,)}, untrained_image_encoder(), seed))
 
 
 def build_protonet_networks(config: dict) -> ReductionNetworks:

@@ -43,7 +43,7 @@ from ..multitask.data import TaskSpec
 from .config import reduce, task, with_modalities
 from .network import M3TLNet, TaskNet, build, cache_frozen_features, cache_representation, make_task_head
 from .stored import (SHOTS, SOURCE_TASKS, M3TLRecipe, chapter_data, chapter_network, inner_lr_of, meta_train_chapter,
-                     validation_episodes)
+                     untrained_image_encoder, validation_episodes)
 from .train import fit_joint, meta_test
 
 REDUCTIONS_MODEL_NAME = "glyphs-m3tl-reductions"
@@ -87,7 +87,7 @@ def put_head(net: M3TLNet, spec: TaskSpec) -> TaskNet:
     return meta.zero_head_(net.task_net(spec.name))
 
 
-def variant_network(variant: str, c: ReductionStudy, shapes: dict, image_encoder: nn.Module, n_characters: int,
+def variant_network(variant: str, c: M3TLRecipe, shapes: dict, image_encoder: nn.Module, n_characters: int,
                     seed: int) -> M3TLNet:
     """The untrained network of ``variant``, built from Chapter 8's M3TL network by :func:`.reduce`."""
     full = chapter_network(c, shapes, image_encoder, seed)
@@ -169,8 +169,8 @@ def train_variant(c: ReductionStudy, variant: str, seed: int, train: MultiModalS
 
 def meta_test_heads(net: M3TLNet, new_tasks: Sequence[TaskSpec], tasks: Sequence[str], test: MultiModalSet,
                     val: MultiModalSet, *, num_episodes: int = 600, num_val_episodes: int = 300,
-                    inner_steps: int = 10, seed: int = 10,
-                    val_seed: int = 20) -> dict[str, tuple[EpisodeScores, float]]:
+                    inner_steps: int = 10, seed: int = 10, val_seed: int = 20,
+                    prototypes: bool = False) -> dict[str, tuple[EpisodeScores, float | None]]:
     """Meta-test ``net`` with its shared layers fixed: each task's head adapts alone on every support set.
 
     ``new_tasks`` get zero-initialised heads (:func:`put_head`, on a copy of
@@ -178,8 +178,10 @@ def meta_test_heads(net: M3TLNet, new_tasks: Sequence[TaskSpec], tasks: Sequence
     :data:`LR_FACTORS` times the head kind's step size on ``num_val_episodes``
     episodes of ``val`` (seed ``val_seed + i``); the test episodes of ``test``
     have seed ``seed + i``, Chapter 8's. The shared representation is computed
-    once (:func:`.cache_representation`). Returns each task's scores and the
-    step size chosen.
+    once (:func:`.cache_representation`). With ``prototypes=True`` the
+    classification tasks are scored by the nearest prototype in that
+    representation instead (ProtoNet's rule, :mod:`.protonet`; no step size).
+    Returns each task's scores and the step size chosen (``None``: none).
     """
     net = copy.deepcopy(net)
     for spec in new_tasks:
@@ -195,6 +197,10 @@ def meta_test_heads(net: M3TLNet, new_tasks: Sequence[TaskSpec], tasks: Sequence
             return meta_test(reads, t, episodes, parts="head", inner_lr=lr, inner_steps=inner_steps)
 
         sign = 1.0 if reads.specs[t].kind == "classification" else -1.0  # higher is better after `sign`
+        if prototypes and sign > 0:
+            episodes = TaskEpisodes(test_z, t, n_way=ways, k_shot=shots, q_queries=5, seed=seed + i)
+            out[t] = (meta.evaluate_episodes(nn.Identity(), episodes.episodes(num_episodes), method="protonet"), None)
+            continue
 
         def on_val(lr: float) -> float:
             return -_finite(-sign * score(val_z, val_seed + i, num_val_episodes, lr).mean)
@@ -220,27 +226,17 @@ class ReductionNetworks(nn.Module):
     def __init__(self, networks: dict[str, M3TLNet]) -> None:
         super().__init__()
         self.names = list(networks)
-        self.networks = nn.ModuleDict({_slug(k): v for k, v in networks.items()})
+        self.networks = nn.ModuleDict({store.slug(k): v for k, v in networks.items()})
 
     def network(self, run: str) -> M3TLNet:
         if run not in self.names:
             raise KeyError(f"no network {run!r} in the study; it has {self.names}")
-        return self.networks[_slug(run)]
-
-
-def _slug(text: str) -> str:
-    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
-
-
-def _image_encoder() -> nn.Module:
-    encoder = transfer.build_source_model(dict(transfer.SOURCE_RECIPE.config))
-    encoder.head = nn.Identity()
-    return encoder
+        return self.networks[store.slug(run)]
 
 
 def _empty_network(variant: str, c: ReductionStudy, seed: int) -> M3TLNet:
     shapes = {"image": (1, 28, 28), "profile": (56,)}
-    net = variant_network(variant, c, shapes, _image_encoder(), SHOTS["character"][0], seed)
+    net = variant_network(variant, c, shapes, untrained_image_encoder(), SHOTS["character"][0], seed)
     if variant == "MTL":
         put_head(net, task("character", "classification", SHOTS["character"][0]))
     return as_kept(net)
@@ -284,7 +280,7 @@ def train_reductions_recipe(config: dict, seed: int, max_steps: int | None = Non
     for key, result in done.items():
         networks.network(key).load_state_dict(result["state"])
     runs = {key: {k: v for k, v in result["record"].items() if k != "loss"} for key, result in done.items()}
-    metrics = {f"val_loss_{_slug(v)}": float(np.mean([runs[run_key(v, s)]["val_loss"]
+    metrics = {f"val_loss_{store.slug(v)}": float(np.mean([runs[run_key(v, s)]["val_loss"]
                                                       for s in range(seed, seed + c.seeds)])) for v in VARIANTS}
     extra = {"runs": runs, "run_seconds": sum(r["seconds"] for r in runs.values())}
     return store.Trained(networks.to(device).eval(), metrics, done[keys[0]]["record"]["loss"], extra)

@@ -134,13 +134,17 @@ def train_m3tl_recipe(config: dict, seed: int, max_steps: int | None = None,
     return store.Trained(net.eval(), metrics, history.loss, extra)
 
 
+def untrained_image_encoder() -> nn.Module:
+    """Chapter 2's source Conv-4 without its head and untrained: what a stored network's weights fill in."""
+    encoder = transfer.build_source_model(dict(transfer.SOURCE_RECIPE.config))
+    encoder.head = nn.Identity()
+    return encoder
+
+
 def build_m3tl_network(config: Mapping) -> M3TLNet:
     """The untrained network of the stored model, for :func:`mtl_course.store.load` to fill in."""
-    recipe = M3TLRecipe(**config)
-    image_encoder = transfer.build_source_model(dict(transfer.SOURCE_RECIPE.config))
-    image_encoder.head = nn.Identity()
     shapes = {"image": (1, 28, 28), "profile": (56,)}
-    return chapter_network(recipe, shapes, image_encoder)
+    return chapter_network(M3TLRecipe(**config), shapes, untrained_image_encoder())
 
 
 M3TL_RECIPE = store.register(store.Recipe(
