@@ -550,11 +550,18 @@ def test_protonet_study_trains_keeps_each_network_and_classifies_by_the_nearest_
     from mtl_course.data import load_glyphs
     from mtl_course.m3tl import protonet, reductions, stored
 
-    c = protonet.ProtoNetStudy(outer_steps=4, seeds=2, val_episodes=3, eval_every=2, train_way=5, train_episodes=2)
+    c = protonet.ProtoNetStudy(outer_steps=4, seeds=2, val_episodes=3, eval_every=2, train_way=5, train_episodes=2,
+                               meta_lrs=(1e-4, 3e-3))
     checkpoint = runtime.Checkpoint(tmp_path / "protonet.pt", hold=True)
     trained = protonet.train_protonet_recipe(asdict(c), 0, device=torch.device("cpu"), checkpoint=checkpoint)
-    runs = trained.extra["runs"]
+    runs, choice = trained.extra["runs"], trained.extra["meta_lr_choice"]
     assert list(runs) == ["ProtoNet 0", "ProtoNet 1"] and runs["ProtoNet 0"]["steps"] in (2, 4)
+    # the rate with the lowest validation loss on the first seed trains every seed
+    assert set(choice) == {"0.0001", "0.003"} and trained.extra["meta_lr"] == float(min(choice, key=choice.get))
+    assert runs["ProtoNet 0"]["val_loss"] == min(choice.values())
+    assert runs["ProtoNet 0"]["meta_lr"] == runs["ProtoNet 1"]["meta_lr"] == trained.extra["meta_lr"]
+    again = protonet.train_protonet_recipe(asdict(c), 0, device=torch.device("cpu"), checkpoint=checkpoint)
+    assert again.extra["runs"] == runs  # every run was kept: nothing trains twice
     untrained = protonet.protonet_network(c, {"image": (1, 28, 28), "profile": (56,)},
                                           stored.untrained_image_encoder(), seed=1)
     net = trained.model.network("ProtoNet 1")

@@ -27,7 +27,9 @@ reduction          what is switched off                    trained by
 * :mod:`.figure` -- :func:`plot_architecture`;
 * :mod:`.stored` -- Chapter 8's stored network (:data:`M3TL_MODEL_NAME`) and its recipe;
 * :mod:`.reductions` -- M3TL against its reductions, trained on the same source tasks over five seeds
-  (:func:`~.reductions.put_head`, :func:`~.reductions.meta_test_heads`), and its stored study.
+  (:func:`~.reductions.put_head`, :func:`~.reductions.meta_test_heads`), and its stored study;
+* :mod:`.protonet` -- Chapter 4's prototypical network trained on the same data and budget, the best
+  method of the earlier chapters in that comparison.
 """
 from .config import (
     ENCODER_ARCHS,

@@ -35,19 +35,26 @@ PROTONET_MODEL_NAME = "glyphs-m3tl-protonet"
 
 @dataclass(frozen=True)
 class ProtoNetStudy(M3TLRecipe):
-    """Chapter 8's M3TL recipe (:class:`.stored.M3TLRecipe`), the seeds, and ProtoNet's episodes.
+    """Chapter 8's data, network sizes and budget (:class:`.stored.M3TLRecipe`), the seeds, and ProtoNet's training.
 
     Chapter 4 trains ProtoNet on 20-way episodes (more ways than at test, as
     Snell et al. advise). Five 20-way 1-shot episodes with 5 queries hold 600
     examples, as many as one outer step of M3TL (10 episodes of 30 examples
-    for each of its two source tasks).
+    for each of its two source tasks). ProtoNet learns every layer from
+    scratch and overfits the training drawings within a few hundred steps,
+    so it is validated every ``eval_every`` = 50 steps, and its learning rate
+    is chosen from ``meta_lrs`` on the first seed (M3TL's ``meta_lr`` and
+    ``inner_steps`` are not used: ProtoNet has no inner loop).
     """
 
+    eval_every: int = 50
     seeds: int = 5
     train_way: int = 20
     train_episodes: int = 5
+    meta_lrs: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "meta_lrs", tuple(self.meta_lrs))  # a config read back from JSON gives a list
         if self.train_way < SHOTS["character"][0]:
             raise ValueError(f"ProtoNet trains on at least the test's {SHOTS['character'][0]} ways, "
                              f"got train_way={self.train_way}")
@@ -76,8 +83,9 @@ def protonet_network(c: ProtoNetStudy, shapes: dict, image_encoder: nn.Module, s
     return net
 
 
-def train_protonet(c: ProtoNetStudy, seed: int, train: MultiModalSet, val: MultiModalSet, image_encoder: nn.Module,
-                   device: torch.device, max_steps: int | None = None) -> tuple[M3TLNet, dict, list[float]]:
+def train_protonet(c: ProtoNetStudy, seed: int, lr: float, train: MultiModalSet, val: MultiModalSet,
+                   image_encoder: nn.Module, device: torch.device,
+                   max_steps: int | None = None) -> tuple[M3TLNet, dict, list[float]]:
     """One ProtoNet, meta-trained on character episodes and selected on validation: ``(network, record, losses)``.
 
     The state kept is the one with the lowest query loss on ``c.val_episodes``
@@ -95,9 +103,10 @@ def train_protonet(c: ProtoNetStudy, seed: int, train: MultiModalSet, val: Multi
     steps = c.outer_steps if max_steps is None else min(max_steps, c.outer_steps)
     # a second-order-free objective: the tasks of a meta-batch run one by one, as BatchNorm needs
     history = meta.meta_train(Embedding(net), lambda: sampler.batch(c.train_episodes), method="protonet",
-                              outer_steps=steps, meta_lr=c.meta_lr, metric=None, backend="loop",
+                              outer_steps=steps, meta_lr=lr, metric=None, backend="loop",
                               val_episodes=val_episodes, eval_every=c.eval_every, desc="ProtoNet")
-    record = {} if max_steps is not None else {"val_loss": min(history.val_metric), "steps": history.best_step}
+    record = {} if max_steps is not None else {"val_loss": min(history.val_metric), "steps": history.best_step,
+                                                "meta_lr": lr}
     return net, record, history.loss
 
 
@@ -111,13 +120,29 @@ def build_protonet_networks(config: dict) -> ReductionNetworks:
     return ReductionNetworks({run_key(s): _empty_network(c, s) for s in range(c.seeds)})
 
 
+def part_name(seed: int, lr: float) -> str:
+    """The name of one training run of the recipe, e.g. ``"ProtoNet 0 lr 0.001"``."""
+    return f"{run_key(seed)} lr {lr:g}"
+
+
+def train_run(c: ProtoNetStudy, seed: int, lr: float, train: MultiModalSet, val: MultiModalSet,
+              image_encoder: nn.Module, device: torch.device) -> dict:
+    """One run of the recipe as :func:`mtl_course.store.cached_runs` keeps it: the weights and the record."""
+    started = time.perf_counter()
+    net, record, losses = train_protonet(c, seed, lr, train, val, image_encoder, device)
+    return {"state": {k: v.detach().cpu() for k, v in as_kept(net).state_dict().items()},
+            "record": {**record, "loss": losses, "seconds": time.perf_counter() - started}}
+
+
 def train_protonet_recipe(config: dict, seed: int, max_steps: int | None = None, device: torch.device | None = None,
                           checkpoint: runtime.Checkpoint | None = None, reverse: bool = False) -> store.Trained:
     """The store's recipe: one ProtoNet for each of seeds ``seed .. seed + seeds - 1``.
 
-    As for the reductions study, each finished network is kept beside
-    ``checkpoint`` and ``reverse=True`` trains from the other end. With
-    ``max_steps``, only the first steps of the first network.
+    First the learning rate is chosen on seed ``seed`` (the lowest
+    validation loss of the runs with each of ``meta_lrs``), then the other
+    seeds are trained with it. As for the reductions study, each finished run
+    is kept beside ``checkpoint`` and ``reverse=True`` trains from the other
+    end. With ``max_steps``, only the first steps of the first run.
     """
     c = ProtoNetStudy(**config)
     device = device or runtime.get_device()
@@ -125,26 +150,32 @@ def train_protonet_recipe(config: dict, seed: int, max_steps: int | None = None,
     encoder = transfer.source_model(transfer.SourceConfig(), data=glyphs, device=device).model  # for its shape
     train = chapter_data(glyphs, "train", c.train_chars, c.drawings)
     val = chapter_data(glyphs, "val", c.val_chars, c.drawings)
+
+    def runs_of(jobs: list[tuple[int, float]]) -> dict[tuple[int, float], dict]:
+        keys = {part_name(s, lr): (s, lr) for s, lr in jobs}
+        done = store.cached_runs(list(keys), lambda key: train_run(c, *keys[key], train, val, encoder, device),
+                                 checkpoint, reverse)
+        return {keys[key]: result for key, result in done.items()}
+
     with runtime.num_threads_at_most(1):  # small networks: one thread is fastest
         if max_steps is not None:
-            net, _, losses = train_protonet(c, seed, train, val, encoder, device, max_steps)
+            net, _, losses = train_protonet(c, seed, c.meta_lrs[0], train, val, encoder, device, max_steps)
             return store.Trained(net, {}, losses)
-
-        def train_one(key: str) -> dict:
-            started = time.perf_counter()
-            net, record, losses = train_protonet(c, int(key.rsplit(" ", 1)[1]), train, val, encoder, device)
-            return {"state": {k: v.detach().cpu() for k, v in as_kept(net).state_dict().items()},
-                    "record": {**record, "loss": losses, "seconds": time.perf_counter() - started}}
-
-        keys = [run_key(s) for s in range(seed, seed + c.seeds)]
-        done = store.cached_runs(keys, train_one, checkpoint, reverse)
+        tried = {lr: r for (_, lr), r in runs_of([(seed, lr) for lr in c.meta_lrs]).items()}
+        choice = min(c.meta_lrs, key=lambda lr: tried[lr]["record"]["val_loss"])
+        done = {seed: tried[choice]} | {s: r for (s, _), r in
+                                        runs_of([(s, choice) for s in range(seed + 1, seed + c.seeds)]).items()}
     networks = build_protonet_networks({**asdict(c)})
-    for key, result in done.items():
-        networks.network(key).load_state_dict(result["state"])
-    runs = {key: {k: v for k, v in result["record"].items() if k != "loss"} for key, result in done.items()}
+    for s, result in done.items():
+        networks.network(run_key(s)).load_state_dict(result["state"])
+    runs = {run_key(s): {k: v for k, v in r["record"].items() if k != "loss"} for s, r in done.items()}
     metrics = {"val_loss_protonet": float(np.mean([r["val_loss"] for r in runs.values()]))}
-    extra = {"runs": runs, "run_seconds": sum(r["seconds"] for r in runs.values())}
-    return store.Trained(networks.to(device).eval(), metrics, done[keys[0]]["record"]["loss"], extra)
+    extra = {"runs": runs, "meta_lr": choice,
+             "meta_lr_choice": {f"{lr:g}": r["record"]["val_loss"] for lr, r in tried.items()},
+             "run_seconds": sum(r["record"]["seconds"] for r in tried.values())
+             + sum(r["record"]["seconds"] for s, r in done.items() if s != seed)}
+    first_run = tried[c.meta_lrs[0]]  # the run that the recipe's max_steps call starts again
+    return store.Trained(networks.to(device).eval(), metrics, first_run["record"]["loss"], extra)
 
 
 PROTONET_RECIPE = store.register(store.Recipe(
