@@ -85,9 +85,10 @@ test-min-versions:
 
 # The trained-model store (mtl_course/trained): train every recipe, or MODEL=name,
 # and write the weights and manifest.json. Commit the result. Resumable: run it
-# again after an interruption and it continues from its checkpoint.
+# again after an interruption and it continues from its checkpoint. The studies
+# made of several runs train in two processes (JOBS=1: in one).
 models: setup
-	$(PY) -m mtl_course.train $(or $(MODEL),all) --profile quick
+	$(PY) -m mtl_course.train $(or $(MODEL),all) --profile quick --jobs $(or $(JOBS),2)
 
 # Test stored models again (MODEL="name ..."), weights unchanged, after a change of the
 # test protocol; updates their metrics in manifest.json.

@@ -108,6 +108,11 @@ class Recipe:
         return "checkpoint" in inspect.signature(self.train).parameters
 
     @property
+    def splittable(self) -> bool:
+        """True when ``train`` takes ``reverse``: its runs can be shared by two processes (:func:`cached_runs`)."""
+        return "reverse" in inspect.signature(self.train).parameters
+
+    @property
     def recipe(self) -> str:
         return f"{self.train.__module__}.{self.train.__qualname__}"
 
@@ -229,13 +234,23 @@ def run_checkpoint(name: str, profile: str, directory: Path, every: float = 300.
     return runtime.Checkpoint(Path(directory) / f"{name}-{profile}.pt", every, run=run, hold=True)
 
 
+def _help_train(name: str, profile: str, directory: str, every: float, device: str) -> None:
+    """The second process of ``train(..., jobs=2)``: the recipe's runs from the other end (:func:`cached_runs`)."""
+    r = recipe(name)
+    checkpoint = run_checkpoint(name, profile, Path(directory), every)
+    r.train(dict(r.config_for(profile)), r.seed, device=torch.device(device), checkpoint=checkpoint, reverse=True)
+
+
 def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = None, profile: str = "quick",
-          checkpoint: runtime.Checkpoint | None = None) -> dict:
+          checkpoint: runtime.Checkpoint | None = None, jobs: int = 1) -> dict:
     """Run the recipe ``name`` in ``profile`` and write its weights and manifest entry into ``folder``.
 
     Returns the entry. With ``checkpoint`` (:func:`run_checkpoint`) a resumable
     recipe saves its progress there, continues a stopped run, and the
-    checkpoint is removed once the model is written.
+    checkpoint is removed once the model is written. With ``jobs=2`` a recipe
+    made of several runs (:attr:`Recipe.splittable`) gets a second process,
+    which trains the runs from the other end into the same checkpoint
+    (:func:`cached_runs`) and is stopped once this process has them all.
     """
     r = recipe(name)
     config = dict(r.config_for(profile))
@@ -244,8 +259,23 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
                          "recipe's own seed; unset it and run `make models` again")
     device = device or runtime.get_device()
     resume = {"checkpoint": checkpoint} if checkpoint is not None and r.resumable else {}
+    if jobs < 1:
+        raise StoreError(f"jobs must be at least 1, got {jobs}")
+    helper = None
+    if jobs > 1 and resume and r.splittable:
+        import multiprocessing
+
+        helper = multiprocessing.get_context("spawn").Process(
+            target=_help_train, args=(name, profile, str(checkpoint.path.parent), checkpoint.every, device.type),
+            daemon=True)
+        helper.start()
     started = time.perf_counter()
-    result = r.train(dict(config), r.seed, device=device, **resume)
+    try:
+        result = r.train(dict(config), r.seed, device=device, **resume)
+    finally:
+        if helper is not None:
+            helper.terminate()
+            helper.join()
     seconds = checkpoint.seconds() if resume else time.perf_counter() - started
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     weights = folder / f"{name}.pt"
@@ -454,6 +484,53 @@ def slug(text: str) -> str:
     return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
 
 
+CLAIM_POLL_SECONDS = 2.0  # how often a process looks whether the runs another one trains are done
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
+
+
+def claim_run(path: Path) -> bool:
+    """Claim the run whose part file is ``path`` for this process; False while another live process holds it.
+
+    The claim is a file beside ``path`` that names the process (``<path>.claim``),
+    made atomically. A claim whose process has ended is taken over, so a
+    killed training never blocks the next one.
+    """
+    import os
+
+    claim = path.with_name(path.name + ".claim")
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = int(claim.read_text() or 0)
+        except (OSError, ValueError):
+            return False  # half written or just released: look again next time
+        if holder == os.getpid() or not _alive(holder):
+            claim.write_text(str(os.getpid()))
+            return True
+        return False
+    with os.fdopen(handle, "w") as file:
+        file.write(str(os.getpid()))
+    return True
+
+
+def release_run(path: Path) -> None:
+    """Remove this process's claim on the run whose part file is ``path`` (:func:`claim_run`)."""
+    path.with_name(path.name + ".claim").unlink(missing_ok=True)
+
+
 def cached_runs(keys: list[str], train_one: Callable[[str], dict], checkpoint: runtime.Checkpoint | None = None,
                 reverse: bool = False) -> dict[str, dict]:
     """``train_one(key)`` for every key of a recipe made of several runs, each run kept once it is done.
@@ -463,15 +540,32 @@ def cached_runs(keys: list[str], train_one: Callable[[str], dict], checkpoint: r
     trained again, so a stopped training resumes after its last finished run.
     ``reverse=True`` takes the keys from the other end: a second process with
     the same ``checkpoint`` then trains the runs the first has not reached,
-    which halves the wall time on two cores. Returns the runs by key, in
-    the order of ``keys``.
+    which halves the wall time on two cores (``python -m mtl_course.train
+    --jobs 2`` starts it). A process claims each run before it trains it
+    (:func:`claim_run`), so no run is trained twice; when every run left is
+    claimed by another process, it waits for those runs to finish. Returns
+    the runs by key, in the order of ``keys``.
     """
-    def run(key: str) -> dict:
-        if checkpoint is None:
-            return train_one(key)
-        return cached(checkpoint.part(key).path, lambda: train_one(key))[0]
-
-    done = {key: run(key) for key in (reversed(keys) if reverse else keys)}
+    if checkpoint is None:
+        return {key: train_one(key) for key in keys}
+    done: dict[str, dict] = {}
+    pending = list(reversed(keys) if reverse else keys)
+    while pending:
+        for key in pending:
+            path = checkpoint.part(key).path
+            if path.is_file():  # finished, by this process before a stop or by the other one
+                done[key] = cached(path, lambda: train_one(key))[0]
+            elif claim_run(path):
+                try:
+                    done[key] = cached(path, lambda: train_one(key))[0]
+                finally:
+                    release_run(path)
+            else:
+                continue
+            pending.remove(key)
+            break
+        else:  # the other process trains every run left
+            time.sleep(CLAIM_POLL_SECONDS)
     return {key: done[key] for key in keys}
 
 

@@ -1,6 +1,6 @@
 """One command trains any recipe of the trained-model store, in any profile, resumably.
 
-``python -m mtl_course.train RECIPE [RECIPE ...] [--profile quick|full] [--out DIR]``
+``python -m mtl_course.train RECIPE [RECIPE ...] [--profile quick|full] [--out DIR] [--jobs 2]``
 
 ``RECIPE`` is a name that ``python -m mtl_course.store list`` shows, or ``all``
 (with ``--profile full``: every recipe that has a full profile). Each recipe
@@ -9,7 +9,9 @@ manifest entry as ``make models`` (which runs this command). While it trains,
 a checkpoint is saved every ``--every`` seconds under ``--checkpoint-dir``
 (default ``<data dir>/checkpoints``, see :func:`mtl_course.runtime.data_dir`):
 the same command, run again after an interruption, continues where it
-stopped, and a recipe that finishes removes its checkpoint.
+stopped, and a recipe that finishes removes its checkpoint. With ``--jobs 2``
+a recipe made of several runs (a study over seeds) trains them in two
+processes, each claiming the runs it trains (:func:`mtl_course.store.cached_runs`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
                    help="folder of the resumable checkpoints (default: <data dir>/checkpoints)")
     p.add_argument("--every", type=float, default=300.0, help="seconds between checkpoints (default 300)")
     p.add_argument("--fresh", action="store_true", help="delete the recipes' checkpoints and start afresh")
+    p.add_argument("--jobs", type=int, choices=(1, 2), default=1,
+                   help="2: a recipe made of several runs trains them in two processes (two cores)")
     return p
 
 
@@ -45,8 +49,8 @@ def chosen_recipes(names: list[str], profile: str) -> list[str]:
 
 
 def train_recipe(name: str, profile: str, out: Path, checkpoints: Path, every: float, fresh: bool,
-                 say: Callable[[str], None] = print) -> dict:
-    """Train one recipe into ``out`` through its checkpoint; returns its manifest entry."""
+                 say: Callable[[str], None] = print, jobs: int = 1) -> dict:
+    """Train one recipe into ``out`` through its checkpoint, in ``jobs`` processes; returns its manifest entry."""
     checkpoint = store.run_checkpoint(name, profile, checkpoints, every)
     if fresh:
         checkpoint.remove()
@@ -54,7 +58,7 @@ def train_recipe(name: str, profile: str, out: Path, checkpoints: Path, every: f
         say(f"{name}: its recipe takes no checkpoint; if stopped, it starts again")
     elif checkpoint.path.is_file() or checkpoint.path.with_suffix("").is_dir():
         say(f"{name}: resuming from {checkpoint.path}")
-    return store.train(name, out, profile=profile, checkpoint=checkpoint)
+    return store.train(name, out, profile=profile, checkpoint=checkpoint, jobs=jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = runtime.progress(names, desc=f"recipes ({profile} profile)", leave=True)
     for name in bar:
         bar.set_postfix_str(name)
-        e = train_recipe(name, profile, args.out, checkpoints, args.every, args.fresh, bar.write)
+        e = train_recipe(name, profile, args.out, checkpoints, args.every, args.fresh, bar.write, args.jobs)
         total += e["seconds"]
         bar.write(f"{name}: {e['seconds']:.0f} s, {e['bytes'] / 1e6:.2f} MB, metrics {e['metrics']}")
     print(f"trained {len(names)} model(s) in {total:.0f} s ({profile} profile) into {args.out}", flush=True)

@@ -279,3 +279,69 @@ def test_the_store_docstring_examples_run():
 
     result = doctest.testmod(store)
     assert result.attempted > 0 and result.failed == 0
+
+
+# Several runs of one recipe shared by two processes (make models JOBS=2)
+
+_SHARED_RUNS = """
+import sys, time
+from pathlib import Path
+from mtl_course import runtime, store
+store.CLAIM_POLL_SECONDS = 0.05
+folder, order = Path(sys.argv[1]), sys.argv[2]
+(folder / f"{order}.started").touch()
+
+def train_one(key):
+    while len(list(folder.glob("*.started"))) < 2:  # both processes train at the same time
+        time.sleep(0.05)
+    time.sleep(0.3)
+    with open(folder / "trained.log", "a") as file:
+        file.write(order + " " + key + "\\n")
+    return {"key": key}
+
+checkpoint = runtime.Checkpoint(folder / "study.pt", hold=True)
+done = store.cached_runs([f"run {i}" for i in range(7)], train_one, checkpoint, reverse=order == "reverse")
+assert list(done) == [f"run {i}" for i in range(7)] and all(done[k]["key"] == k for k in done)
+"""
+
+
+def test_two_processes_share_the_runs_of_a_study_and_train_each_once(tmp_path):
+    import subprocess
+    import sys
+
+    processes = [subprocess.Popen([sys.executable, "-c", _SHARED_RUNS, str(tmp_path), order])
+                 for order in ("forward", "reverse")]
+    assert [p.wait(timeout=60) for p in processes] == [0, 0]
+    trained = [line.split(" ", 1) for line in (tmp_path / "trained.log").read_text().splitlines()]
+    assert sorted(key for _, key in trained) == [f"run {i}" for i in range(7)]  # every run once, none twice
+    by = {key: order for order, key in trained}
+    assert by["run 0"] == "forward" and by["run 6"] == "reverse"  # each process from its own end
+    assert not list(tmp_path.glob("study/*.claim"))  # every claim released
+
+
+def test_a_claim_of_a_process_that_ended_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "study" / "run_0.pt"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path.parent.mkdir()
+        path.with_name("run_0.pt.claim").write_text(str(live.pid))
+        assert not store.claim_run(path)  # another process trains it
+    finally:
+        live.kill()
+        live.wait()
+    assert store.claim_run(path)  # that process has ended: this one takes the run over
+    assert store.claim_run(path)  # and its own claim is its own
+    store.release_run(path)
+    assert not path.with_name("run_0.pt.claim").exists()
+
+
+def test_only_a_recipe_of_several_runs_gets_a_second_process():
+    from mtl_course.m3tl import protonet
+
+    assert store.recipe(protonet.PROTONET_MODEL_NAME).splittable
+    assert not store.recipe("glyphs-source-conv4").splittable
+    with pytest.raises(store.StoreError, match="at least 1"):
+        store.train("glyphs-source-conv4", jobs=0)

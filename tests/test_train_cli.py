@@ -306,3 +306,16 @@ def test_the_meta_learners_have_a_full_profile_with_the_papers_meta_batches():
 def test_every_registered_recipe_takes_a_checkpoint():
     not_resumable = [name for name, r in store.recipes().items() if not r.resumable]
     assert not not_resumable, f"these recipes cannot resume a stopped run: {not_resumable}"
+
+
+def test_jobs_reach_the_store_and_a_recipe_of_one_run_trains_alone(tiny, monkeypatch):
+    asked = []
+    real = store.train
+    monkeypatch.setattr(store, "train", lambda *a, **k: asked.append(k["jobs"]) or real(*a, **k))
+    assert cli(tiny, "tiny-cli", "--profile", "quick", "--jobs", "2") == 0
+    assert asked == [2]  # tiny-cli takes no `reverse`: no second process, the same entry
+    by_two = store.read_manifest(tiny / "store")["tiny-cli"]
+    by_one = real("tiny-cli", tiny / "direct", torch.device("cpu"))
+    assert by_two["sha256"] == by_one["sha256"]
+    with pytest.raises(SystemExit):
+        cli(tiny, "tiny-cli", "--jobs", "3")
