@@ -234,10 +234,10 @@ def run_checkpoint(name: str, profile: str, directory: Path, every: float = 300.
     return runtime.Checkpoint(Path(directory) / f"{name}-{profile}.pt", every, run=run, hold=True)
 
 
-def _help_train(name: str, profile: str, directory: str, every: float, device: str) -> None:
+def _help_train(name: str, profile: str, path: str, every: float, run: dict, device: str) -> None:
     """The second process of ``train(..., jobs=2)``: the recipe's runs from the other end (:func:`cached_runs`)."""
     r = recipe(name)
-    checkpoint = run_checkpoint(name, profile, Path(directory), every)
+    checkpoint = runtime.Checkpoint(path, every, run=run, hold=True)
     r.train(dict(r.config_for(profile)), r.seed, device=torch.device(device), checkpoint=checkpoint, reverse=True)
 
 
@@ -266,7 +266,7 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
         import multiprocessing
 
         helper = multiprocessing.get_context("spawn").Process(
-            target=_help_train, args=(name, profile, str(checkpoint.path.parent), checkpoint.every, device.type),
+            target=_help_train, args=(name, profile, str(checkpoint.path), checkpoint.every, checkpoint.run, device.type),
             daemon=True)
         helper.start()
     started = time.perf_counter()
