@@ -265,9 +265,8 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
     if jobs > 1 and resume and r.splittable:
         import multiprocessing
 
-        helper = multiprocessing.get_context("spawn").Process(
-            target=_help_train, args=(name, profile, str(checkpoint.path), checkpoint.every, checkpoint.run, device.type),
-            daemon=True)
+        args = (name, profile, str(checkpoint.path), checkpoint.every, checkpoint.run, device.type)
+        helper = multiprocessing.get_context("spawn").Process(target=_help_train, args=args, daemon=True)
         helper.start()
     started = time.perf_counter()
     try:
