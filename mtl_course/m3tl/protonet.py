@@ -51,7 +51,7 @@ class ProtoNetStudy(M3TLRecipe):
     seeds: int = 5
     train_way: int = 20
     train_episodes: int = 5
-    meta_lrs: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3)
+    meta_lrs: tuple[float, ...] = (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "meta_lrs", tuple(self.meta_lrs))  # a config read back from JSON gives a list
