@@ -276,6 +276,8 @@ def train(name: str, folder: Path = STORE_DIR, device: torch.device | None = Non
             helper.terminate()
             helper.join()
     seconds = checkpoint.seconds() if resume else time.perf_counter() - started
+    # a recipe of several runs counts the time of every run, whichever process or session trained it
+    seconds = result.extra.get("run_seconds", seconds)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     weights = folder / f"{name}.pt"
     buffer = _serialise(state)

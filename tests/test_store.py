@@ -345,3 +345,12 @@ def test_only_a_recipe_of_several_runs_gets_a_second_process():
     assert not store.recipe("glyphs-source-conv4").splittable
     with pytest.raises(store.StoreError, match="at least 1"):
         store.train("glyphs-source-conv4", jobs=0)
+
+
+def test_a_study_of_several_runs_counts_the_time_of_every_run(monkeypatch, tmp_path):
+    def train(config, seed, device=None):  # its runs were trained elsewhere, e.g. by a second process
+        return store.Trained(nn.Linear(2, 1), {"val_loss": 1.0}, [1.0, 0.5], {"run_seconds": 1234.5})
+
+    monkeypatch.delenv(runtime.SEED_OFFSET_VARIABLE, raising=False)
+    monkeypatch.setitem(store.RECIPES, "tiny-study", store.Recipe("tiny-study", 0, train, lambda c: nn.Linear(2, 1), {}))
+    assert store.train("tiny-study", tmp_path, torch.device("cpu"))["seconds"] == 1234.5
