@@ -192,21 +192,21 @@ def meta_test_heads(net: M3TLNet, new_tasks: Sequence[TaskSpec], tasks: Sequence
     for i, t in enumerate(tasks):
         ways, shots = SHOTS[t]
 
-        def score(data: MultiModalSet, s: int, n: int, lr: float) -> EpisodeScores:
-            episodes = TaskEpisodes(data, t, n_way=ways, k_shot=shots, q_queries=5, seed=s).episodes(n)
+        def sample(data: MultiModalSet, s: int, n: int) -> list:
+            return TaskEpisodes(data, t, n_way=ways, k_shot=shots, q_queries=5, seed=s).episodes(n)
+
+        def score(episodes: list, lr: float) -> EpisodeScores:
             return meta_test(reads, t, episodes, parts="head", inner_lr=lr, inner_steps=inner_steps)
 
+        test_episodes = sample(test_z, seed + i, num_episodes)
         sign = 1.0 if reads.specs[t].kind == "classification" else -1.0  # higher is better after `sign`
         if prototypes and sign > 0:
-            episodes = TaskEpisodes(test_z, t, n_way=ways, k_shot=shots, q_queries=5, seed=seed + i)
-            out[t] = (meta.evaluate_episodes(nn.Identity(), episodes.episodes(num_episodes), method="protonet"), None)
+            out[t] = (meta.evaluate_episodes(nn.Identity(), test_episodes, method="protonet"), None)
             continue
-
-        def on_val(lr: float) -> float:
-            return -_finite(-sign * score(val_z, val_seed + i, num_val_episodes, lr).mean)
-
-        lr = max((f * inner_lr_of(reads, t) for f in LR_FACTORS), key=on_val)
-        out[t] = (score(test_z, seed + i, num_episodes, lr), lr)
+        val_episodes = sample(val_z, val_seed + i, num_val_episodes)  # drawn once, scored at every step size
+        lr = max((f * inner_lr_of(reads, t) for f in LR_FACTORS),
+                 key=lambda lr: -_finite(-sign * score(val_episodes, lr).mean))
+        out[t] = (score(test_episodes, lr), lr)
     return out
 
 
